@@ -1,0 +1,235 @@
+"""Typed schema of params.yaml.
+
+Each top-level section is a dataclass; family sections (``train.<family>``,
+``evaluate.<family>``, ``hpo.<family>``) come from the family registry, so a
+family owns its own config (nanoGPT's GPTConfig style). ``load_params`` fails
+with a ParamsError naming the dotted key path; ``run_stage`` turns that into a
+single line on stderr and exit code 2 before the stage touches any output.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import yaml
+
+from stages.schema import ParamsError, bounds, from_dict
+
+PARAMS_FILE = "params.yaml"
+FRACTION = bounds(ge=0.0, le=1.0)
+PROBABILITY = bounds(ge=0.0, le=1.0)
+
+
+# --- base -------------------------------------------------------------------
+@dataclass
+class Base:
+    seed: int = 42
+    image_size: int = field(default=64, metadata=bounds(ge=16, le=1024))
+    classes: list[str] = field(default_factory=lambda: ["bowl", "vase"])
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = field(default=0, metadata=bounds(ge=0))  # 0: torch's default
+
+    def validate(self, path: str) -> None:
+        if len(self.classes) < 2:
+            raise ParamsError(f"{path}.classes", "needs at least two class names")
+        if len(set(self.classes)) != len(self.classes):
+            raise ParamsError(f"{path}.classes", f"has duplicate names: {self.classes}")
+
+
+# --- demo corpus ------------------------------------------------------------
+@dataclass
+class Demo:
+    n_per_class: int = field(default=1000, metadata=bounds(ge=1))
+    image_size: int = field(default=64, metadata=bounds(ge=16, le=1024))
+    distractors_per_class: int = field(default=100, metadata=bounds(ge=0))
+    junk_per_class: int = field(default=60, metadata=bounds(ge=0))
+
+
+# --- split ------------------------------------------------------------------
+@dataclass
+class Fractions:
+    train: float = field(default=0.7, metadata=FRACTION)
+    val: float = field(default=0.15, metadata=FRACTION)
+    test: float = field(default=0.15, metadata=FRACTION)
+
+    def validate(self, path: str) -> None:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ParamsError(path, f"train + val + test must sum to 1 (got {total:g})")
+        if self.train == 0:
+            raise ParamsError(f"{path}.train", "must be > 0")
+
+
+@dataclass
+class Rebalance:
+    # none | mean | max | min: target count per class from the class sizes;
+    # fraction: that fraction of the largest class; count: a fixed number.
+    mode: Literal["none", "mean", "max", "min", "fraction", "count"] = "none"
+    fraction: float = field(default=1.0, metadata=bounds(gt=0.0, le=1.0))
+    count: int = field(default=0, metadata=bounds(ge=0))
+
+    def validate(self, path: str) -> None:
+        if self.mode == "count" and self.count < 1:
+            raise ParamsError(f"{path}.count", "must be >= 1 when mode is 'count'")
+
+
+@dataclass
+class Split:
+    fractions: Fractions = field(default_factory=Fractions)
+    rebalance: Rebalance = field(default_factory=Rebalance)
+    class_weights: Literal["none", "balanced"] = "none"
+
+
+# --- augment ----------------------------------------------------------------
+@dataclass
+class Elastic:
+    p: float = field(default=0.0, metadata=PROBABILITY)
+    alpha: float = field(default=30.0, metadata=bounds(ge=0))
+    sigma: float = field(default=4.0, metadata=bounds(gt=0))
+
+
+@dataclass
+class Flip:
+    p: float = field(default=0.0, metadata=PROBABILITY)
+
+
+@dataclass
+class Crop:
+    p: float = field(default=0.0, metadata=PROBABILITY)
+    scale: list[float] = field(default_factory=lambda: [0.75, 1.0])
+    ratio: list[float] = field(default_factory=lambda: [0.8, 1.25])
+
+    def validate(self, path: str) -> None:
+        for name, pair in (("scale", self.scale), ("ratio", self.ratio)):
+            if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
+                raise ParamsError(f"{path}.{name}", f"must be [low, high] with 0 < low <= high (got {pair})")
+        if self.scale[1] > 1:
+            raise ParamsError(f"{path}.scale", f"high must be <= 1 (got {self.scale[1]})")
+
+
+@dataclass
+class Erasing:
+    p: float = field(default=0.0, metadata=PROBABILITY)
+    scale: list[float] = field(default_factory=lambda: [0.02, 0.25])
+
+    def validate(self, path: str) -> None:
+        if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1] <= 1:
+            raise ParamsError(f"{path}.scale", f"must be [low, high] within (0, 1] (got {self.scale})")
+
+
+@dataclass
+class Rotation:
+    p: float = field(default=0.0, metadata=PROBABILITY)
+    degrees: float = field(default=10.0, metadata=bounds(ge=0, le=180))
+
+
+@dataclass
+class AugmentOps:
+    """The decathlon DataAugmentor's ops, each with a probability and a magnitude."""
+    elastic: Elastic = field(default_factory=Elastic)
+    hflip: Flip = field(default_factory=Flip)
+    vflip: Flip = field(default_factory=Flip)
+    crop: Crop = field(default_factory=Crop)
+    erasing: Erasing = field(default_factory=Erasing)
+    rotation: Rotation = field(default_factory=Rotation)
+
+
+@dataclass
+class Augment:
+    per_class: int = field(default=0, metadata=bounds(ge=0))  # 0: no offline augmentation
+    offline: AugmentOps = field(default_factory=AugmentOps)
+    online: AugmentOps = field(default_factory=AugmentOps)
+    preview: int = field(default=8, metadata=bounds(ge=1, le=64))  # originals in the preview grid
+
+
+# --- family sections ----------------------------------------------------------
+def _family_sections(data: Any, path: str, families: list[str], kind: str) -> dict[str, Any]:
+    """Parse ``<kind>.<family>`` with each family's own dataclass."""
+    from stages.families import get_family, family_names
+
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ParamsError(path, f"must be a mapping of family name to settings (got {data!r})")
+    known = family_names()
+    for name in data:
+        if name not in known:
+            raise ParamsError(f"{path}.{name}", f"unknown family; allowed: {', '.join(known)}")
+    sections = {}
+    for name in families:
+        config_cls = getattr(get_family(name), f"{kind}_config")
+        if config_cls is None:
+            continue
+        sections[name] = from_dict(config_cls, data.get(name), f"{path}.{name}")
+    return sections
+
+
+# --- the whole file -------------------------------------------------------------
+@dataclass
+class Params:
+    base: Base
+    demo: Demo
+    split: Split
+    augment: Augment
+    families: list[str]
+    train: dict[str, Any]
+    evaluate: dict[str, Any]
+    raw: dict  # the parsed YAML, for fingerprints
+
+
+SECTIONS: dict[str, type] = {"base": Base, "demo": Demo, "split": Split, "augment": Augment}
+FAMILY_KINDS = ("train", "evaluate")
+
+
+def parse_params(data: Any) -> Params:
+    from stages.families import family_names
+
+    if not isinstance(data, dict):
+        raise ParamsError("", "params.yaml must be a mapping of sections")
+    allowed = set(SECTIONS) | set(FAMILY_KINDS) | {"families"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ParamsError(unknown[0], f"unknown section; allowed: {', '.join(sorted(allowed))}")
+    sections = {name: from_dict(cls, data.get(name), name) for name, cls in SECTIONS.items()}
+    families = data.get("families", ["classifier"])
+    if not isinstance(families, list) or not families:
+        raise ParamsError("families", f"must be a non-empty list of family names (got {families!r})")
+    for i, name in enumerate(families):
+        if name not in family_names():
+            raise ParamsError(f"families.{i}", f"unknown family {name!r}; allowed: {', '.join(family_names())}")
+    kinds = {kind: _family_sections(data.get(kind), kind, families, kind) for kind in FAMILY_KINDS}
+    return Params(**sections, families=families, **kinds, raw=data)
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ParamsError("", f"cannot read {path}: {err.strerror}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ParamsError("", f"{path} is not valid YAML{where}") from err
+    return parse_params(data)
+
+
+class StageError(RuntimeError):
+    """Bad input other than params (a missing file, a corrupt image): exit 1, one line."""
+
+
+def run_stage(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
+    """Run a stage's main; bad params exit 2 and bad input exit 1, each with one clear line."""
+    try:
+        main(argv)
+    except ParamsError as err:
+        where = f"{PARAMS_FILE}: {err.path}: " if err.path else f"{PARAMS_FILE}: "
+        print(f"kiln: error: {where}{err.message}", file=sys.stderr)
+        sys.exit(2)
+    except StageError as err:
+        print(f"kiln: error: {err}", file=sys.stderr)
+        sys.exit(1)
