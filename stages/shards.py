@@ -5,7 +5,9 @@ A shard is a dict saved with ``torch.save`` and read back with
 
     images  uint8   (N, 3, H, W)
     labels  int64   (N,)
-    fields  float32 (N, F)      ground-truth factors (the demo's .fields), F may be 0
+    fields  float32 (N, F)      the demo's .fields vector (23 points x (type, x, y)), F may be 0
+    factors float32 (N, K)      ground-truth generative factors (demo only), K may be 0
+    factor_names list[str]      names of the K factors
     classes list[str]           label i is classes[i], in training order
     sha256  list[str]           per image, the content hash of its source file
     paths   list[str]           per image, the browsable file it came from
@@ -33,12 +35,16 @@ class Shard:
     classes: list[str]
     sha256: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
-    fields: torch.Tensor | None = None  # (N, F) float32
+    fields: torch.Tensor | None = None   # (N, F) float32
+    factors: torch.Tensor | None = None  # (N, K) float32
+    factor_names: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         n = len(self.images)
         if self.fields is None:
             self.fields = torch.zeros((n, 0), dtype=torch.float32)
+        if self.factors is None:
+            self.factors = torch.zeros((n, 0), dtype=torch.float32)
         if len(self.labels) != n or len(self.fields) != n:
             raise ValueError(f"shard has {n} images but {len(self.labels)} labels, {len(self.fields)} fields")
 
@@ -51,7 +57,7 @@ class Shard:
         return Shard(self.images[index], self.labels[index], list(self.classes),
                      [self.sha256[i] for i in pick] if self.sha256 else [],
                      [self.paths[i] for i in pick] if self.paths else [],
-                     self.fields[index])
+                     self.fields[index], self.factors[index], list(self.factor_names))
 
     def class_counts(self) -> list[int]:
         return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
@@ -59,6 +65,7 @@ class Shard:
 
 def save_shard(path: str | Path, shard: Shard) -> None:
     payload = {"images": shard.images.contiguous(), "labels": shard.labels, "fields": shard.fields,
+               "factors": shard.factors, "factor_names": list(shard.factor_names),
                "classes": list(shard.classes), "sha256": list(shard.sha256), "paths": list(shard.paths)}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
