@@ -1,10 +1,10 @@
 """Fine-tuning in phases for a TransferNet (the decathlon recipe, generalised).
 
-Phase 1 (``head_epochs``) trains the head on a frozen trunk at the base learning rate.
-Phase 2 (``finetune_epochs``) unfreezes the trunk's last ``blocks`` blocks (``last``),
+Phase 1 (the first ``head_epochs`` epochs) trains the head on a frozen trunk at the base
+learning rate. Phase 2 (the remaining epochs of the classifier's ``epochs``) unfreezes the trunk's last ``blocks`` blocks (``last``),
 all of it (``all``), or one more block every ``every`` epochs up to ``blocks``
 (``progressive``), and trains head and unfrozen blocks at lr x ``lr_factor`` (the
-decathlon recompiled the whole model at lr x 0.1). ``unfreeze: none`` skips phase 2.
+decathlon recompiled the whole model at lr x 0.1). ``unfreeze: none`` trains the head alone throughout (fine-tuning off).
 
 The training loop asks ``phase_at`` each epoch; when the phase changes it calls
 ``apply_phase`` and rebuilds its optimizer from ``param_groups`` (frozen parameters are
@@ -23,21 +23,15 @@ from stages.schema import ParamsError, bounds
 
 @dataclass
 class PhasesConfig:
-    head_epochs: int = field(default=2, metadata=bounds(ge=0))
-    finetune_epochs: int = field(default=4, metadata=bounds(ge=0))
+    head_epochs: int = field(default=2, metadata=bounds(ge=0))   # phase 1; the rest is phase 2
     unfreeze: Literal["none", "last", "all", "progressive"] = "last"
     blocks: int = field(default=2, metadata=bounds(ge=0))   # K; 0 with progressive: up to all
     lr_factor: float = field(default=0.1, metadata=bounds(gt=0.0, le=1.0))
     every: int = field(default=1, metadata=bounds(ge=1))    # progressive: epochs per extra block
 
     def validate(self, path: str) -> None:
-        if self.total_epochs() < 1:
-            raise ParamsError(path, "head_epochs + finetune_epochs (with unfreeze != none) must be >= 1")
-        if self.unfreeze == "last" and self.blocks < 1 and self.finetune_epochs > 0:
+        if self.unfreeze == "last" and self.blocks < 1:
             raise ParamsError(f"{path}.blocks", "must be >= 1 with unfreeze: last")
-
-    def total_epochs(self) -> int:
-        return self.head_epochs + (0 if self.unfreeze == "none" else self.finetune_epochs)
 
 
 @dataclass(frozen=True)

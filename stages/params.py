@@ -176,11 +176,12 @@ class Params:
     families: list[str]
     train: dict[str, Any]
     evaluate: dict[str, Any]
+    hpo: dict[str, Any]  # hpo.<family>, for families that register an hpo_config
     raw: dict  # the parsed YAML, for fingerprints
 
 
 SECTIONS: dict[str, type] = {"base": Base, "demo": Demo, "split": Split, "augment": Augment}
-FAMILY_KINDS = ("train", "evaluate")
+FAMILY_KINDS = ("train", "evaluate", "hpo")
 
 
 def parse_params(data: Any) -> Params:
