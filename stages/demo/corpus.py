@@ -69,7 +69,7 @@ def encode_png(image: np.ndarray, fields: np.ndarray | None = None) -> bytes:
         info = PngImagePlugin.PngInfo()
         info.add_text(FIELDS_CHUNK, json.dumps([round(float(x), 6) for x in fields]))
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", pnginfo=info, compress_level=6)
+    Image.fromarray(image).save(buf, format="PNG", pnginfo=info, compress_level=3)
     return buf.getvalue()
 
 

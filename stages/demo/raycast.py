@@ -21,7 +21,7 @@ from stages.demo import shapes
 INTERIOR_SHADE = 0.55  # the inside gets less light: a cheap stand-in for occlusion
 
 
-def cast_pot(fields: np.ndarray, view, u: np.ndarray, v: np.ndarray, levels: int = 40):
+def cast_pot(fields: np.ndarray, view, u: np.ndarray, v: np.ndarray, levels: int = 32):
     """Shade the pot at object-plane points (u, v) (any equal shapes): RGB (..., 3) and coverage (...)."""
     shape = u.shape
     u, v = u.reshape(-1), v.reshape(-1)
@@ -79,9 +79,9 @@ def _half_hits(u, v, y, r, dr, vk, inside, side, cos_e, sin_e, inward):
     """Top-most band of one half (side +1 front, -1 back): the closest hit on that half."""
     above = v[None, :] > vk                                          # (K, N)
     cover = (above[:-1] != above[1:]) & inside                       # v between v_k and v_k+1
-    any_hit = cover.any(axis=0)
     k = cover.shape[0] - 1 - np.argmax(cover[::-1], axis=0)         # top-most covering band
     cols = np.arange(u.size)
+    any_hit = cover[k, cols]                                         # argmax gives 0 when none covers
     v0, v1 = vk[k, cols], vk[k + 1, cols]
     gap = v1 - v0
     t = np.clip((v - v0) / np.where(np.abs(gap) > 1e-9, gap, 1), 0, 1)

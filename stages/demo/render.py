@@ -49,6 +49,7 @@ class Pot:
     image: np.ndarray     # (H, W, 3) uint8
     fields: np.ndarray    # (69,) float
     factors: dict         # name -> float, FACTOR_NAMES
+    coverage: np.ndarray  # (H, W) float in [0, 1]: how much of each pixel the pot covers
 
 
 def pot_rng(seed: int, class_index: int, i: int, kind: int = KIND_POT) -> np.random.Generator:
@@ -69,7 +70,7 @@ def render_pot(seed: int, class_index: int, i: int, size: int, kind: int = KIND_
     rgb, alpha, bbox = shade_pot(fields, view, size)
     image = rgb * alpha[..., None] + background * (1 - alpha[..., None])
     image = np.clip(image * 255 + rng.normal(0, 2.0, image.shape), 0, 255).astype(np.uint8)
-    return Pot(image, fields.reshape(-1), pot_factors(fields, view, bbox))
+    return Pot(image, fields.reshape(-1), pot_factors(fields, view, bbox), alpha)
 
 
 def draw_view(rng: np.random.Generator) -> View:
