@@ -113,7 +113,10 @@ def draw_landscape(rng, size) -> np.ndarray:
     t = np.linspace(0, 1, size)[:, None, None]
     image = np.broadcast_to(sky_top * (1 - t) + sky_low * t, (size, size, 3)).copy()
     xs = np.arange(size)
-    ridge = size * (rng.uniform(0.3, 0.6) + np.cumsum(rng.normal(0, 0.03, size)))
+    # a ridge line from a few sines: smooth at any size, unlike a per-pixel random walk
+    freqs, phases, amps = rng.uniform(0.5, 4, 4), rng.uniform(0, 2 * np.pi, 4), rng.uniform(0.02, 0.08, 4)
+    waves = amps[:, None] * np.sin(2 * np.pi * freqs[:, None] * xs[None, :] / size + phases[:, None])
+    ridge = size * (rng.uniform(0.35, 0.55) + waves.sum(axis=0))
     ground = size * rng.uniform(0.7, 0.85)
     rows = np.arange(size)[:, None]
     mountain = np.array(colorsys.hsv_to_rgb(rng.uniform(0.55, 0.8), rng.uniform(0.1, 0.4), rng.uniform(0.25, 0.5)))

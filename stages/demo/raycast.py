@@ -48,11 +48,16 @@ def _cast(outer, inner, height, floor_y, view, u, v, cos_e, sin_e, levels):
     u, v = u.astype(np.float32), v.astype(np.float32)
     candidates = [
         *_wall_hits(u, v, y_out, *shapes.hermite_profile(*outer, y_out), cos_e, sin_e, inward=False),
-        *_wall_hits(u, v, y_in, *shapes.hermite_profile(*inner, y_in), cos_e, sin_e, inward=True),
         _disk_hits(u, v, height, inner[1][-1], outer[1][-1], cos_e, sin_e, inward=False),  # rim annulus
-        _disk_hits(u, v, floor_y, 0.0, inner[1][0], cos_e, sin_e, inward=True),            # floor
     ]
-    depth = np.stack([np.where(c["hit"], c["depth"], -np.inf) for c in candidates])  # (6, N)
+    # the inside (inner wall, floor) is seen only through the mouth: cast those rays alone
+    mouth = _disk_hits(u, v, height, 0.0, inner[1][-1], cos_e, sin_e, inward=True)["hit"]
+    if mouth.any():
+        um, vm = u[mouth], v[mouth]
+        inside = [*_wall_hits(um, vm, y_in, *shapes.hermite_profile(*inner, y_in), cos_e, sin_e, inward=True),
+                  _disk_hits(um, vm, floor_y, 0.0, inner[1][0], cos_e, sin_e, inward=True)]  # floor
+        candidates += [_scatter(hits, mouth) for hits in inside]
+    depth = np.stack([np.where(c["hit"], c["depth"], -np.inf) for c in candidates])  # (surfaces, N)
     best = np.argmax(depth, axis=0)
     hit = np.isfinite(depth.max(axis=0))
     cols = np.arange(u.size)
@@ -60,6 +65,16 @@ def _cast(outer, inner, height, floor_y, view, u, v, cos_e, sin_e, levels):
     inward = np.stack([c["inward"] for c in candidates])[best, cols]
     normal = np.stack([c["normal"] for c in candidates])[best, cols]      # (N, 3)
     return hit.astype(np.float64), _shade(normal, rel_y, inward, view, cos_e, sin_e)
+
+
+def _scatter(hits: dict, mask: np.ndarray) -> dict:
+    """Hits computed for the points in ``mask`` spread back to all N points (misses elsewhere)."""
+    full = {}
+    for key, values in hits.items():
+        out = np.zeros((mask.size, *values.shape[1:]), dtype=values.dtype)
+        out[mask] = values
+        full[key] = out
+    return full
 
 
 def _wall_hits(u, v, y, r, dr, cos_e, sin_e, inward):
@@ -88,6 +103,7 @@ def _half_hits(u, v, y, r, dr, vk, inside, side, cos_e, sin_e, inward):
     yy = y[k] + t * (y[k + 1] - y[k])
     rr = r[k] + t * (r[k + 1] - r[k])
     slope = dr[k] + t * (dr[k + 1] - dr[k])
+    any_hit &= rr * rr >= u * u                                      # silhouette at the interpolated radius
     z = side * np.sqrt(np.maximum(rr ** 2 - u ** 2, 0))
     normal = np.stack([u, -rr * slope, z], axis=1)                   # outward, unnormalised
     if inward:

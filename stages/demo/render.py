@@ -81,11 +81,11 @@ def draw_view(rng: np.random.Generator) -> View:
         low = rng.uniform(0.3, 0.8)
         other = colorsys.hsv_to_rgb((hue + rng.uniform(0.25, 0.75)) % 1, rng.uniform(0.3, 0.9), rng.uniform(0.2, 0.9))
         stripe = (low, low + rng.uniform(0.04, 0.12), np.array(other))
-    azimuth, light_elev = rng.uniform(-1.8, 1.8), rng.uniform(0.25, 1.2)
+    azimuth, light_elev = rng.uniform(-1.4, 1.4), rng.uniform(0.25, 1.2)
     light = np.array([np.sin(azimuth) * np.cos(light_elev), np.sin(light_elev), np.cos(azimuth) * np.cos(light_elev)])
     return View(elevation=rng.uniform(0.12, 0.5), rotation=np.deg2rad(rng.uniform(-20, 20)),
                 extent=rng.uniform(0.5, 0.88), centre=(rng.random(), rng.random()), light=light,
-                ambient=rng.uniform(0.15, 0.35), specular=rng.uniform(0.0, 0.5),
+                ambient=rng.uniform(0.2, 0.4), specular=rng.uniform(0.0, 0.5),
                 shininess=rng.uniform(8, 60), glaze=glaze, stripe=stripe)
 
 
