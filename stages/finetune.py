@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-import torch
 from torch import nn
 
 from stages.schema import ParamsError, bounds
@@ -55,6 +54,13 @@ def phase_at(cfg: PhasesConfig, epoch: int, n_blocks: int) -> Phase:
     return Phase("finetune", min(k, n_blocks), cfg.lr_factor)
 
 
+def phase_span(cfg: PhasesConfig, epochs: int, epoch: int) -> tuple[int, int]:
+    """[start, end) epochs of the phase holding ``epoch``: each phase gets its own LR schedule."""
+    if cfg.unfreeze == "none" or cfg.head_epochs >= epochs:
+        return 0, epochs
+    return (0, cfg.head_epochs) if epoch < cfg.head_epochs else (cfg.head_epochs, epochs)
+
+
 def apply_phase(model: nn.Module, phase: Phase) -> None:
     """Freeze all but the last ``phase.trainable_blocks`` trunk blocks; the head always trains."""
     blocks = model.blocks()
@@ -92,9 +98,3 @@ def enter_phase(model: nn.Module, cfg: PhasesConfig, epoch: int, lr: float,
 def trainable_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-
-def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """n / (k * count_c) per class (scikit-learn's 'balanced'); absent classes get weight 0."""
-    counts = torch.bincount(labels, minlength=num_classes).float()   # (k,)
-    weights = len(labels) / (num_classes * counts.clamp(min=1))
-    return torch.where(counts > 0, weights, torch.zeros_like(weights))
