@@ -306,11 +306,11 @@ def best_trial(trials: list[dict]) -> dict:
 
 
 def trials_table(trials: list[dict], names: list[str], score: str) -> str:
-    """CSV, one row per call: the objective, the best so far, and every dimension's value."""
+    """CSV, one row per call: the score, the best so far, both metrics and every dimension's value."""
     key = "val_accuracy" if score == "accuracy" else "val_loss"
     pick = max if score == "accuracy" else min
     rows, best = [], None
-    header = ["call", key, f"best_{key}", "val_accuracy", "val_loss", "seconds", *names]
+    header = ["call", "score", "best_score", "val_accuracy", "val_loss", "seconds", *names]
     for t in trials:
         best = t[key] if best is None else pick(best, t[key])
         row = [t["call"], t[key], best, t["val_accuracy"], t["val_loss"], t["seconds"]]
@@ -333,8 +333,9 @@ def plot_convergence(trials: list[dict], score: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     ax.plot(calls, values, "o", alpha=0.6, label="trial")
     ax.step(calls, best, where="post", label="best so far")
-    ax.set(xlabel="call", ylabel=f"validation {score}", title="hpo convergence")
-    ax.legend()
+    ax.set(xlabel="call", ylabel=f"validation {score}", title="hpo convergence" if trials else "hpo: no search")
+    if trials:
+        ax.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -409,6 +410,17 @@ def _evaluator(args, hpo: HpoConfig, threads: int):
     return pool, pool.close
 
 
+def pass_through(family: str, out_dir: Path, model_dir: Path, reason: str) -> None:
+    """A family without a search: an empty best-params file, so train@<family> can depend on it."""
+    from stages.io import write_json, write_text
+
+    write_json(model_dir / "best_params.json", {"family": family, "params": {}, "skipped": reason})
+    write_text(out_dir / "trials.csv", "call,score,best_score\n")
+    plot_convergence([], "accuracy", out_dir / "convergence.png")
+    write_json(out_dir / "metrics.json", {"n_calls": 0})
+    print(f"hpo@{family}: nothing to search ({reason})")
+
+
 def main(argv=None) -> None:
     import os
 
@@ -417,26 +429,26 @@ def main(argv=None) -> None:
 
     args = parse_args(argv)
     params = load_params(args.params)
-    if args.family not in params.families or args.family not in params.hpo:
-        raise StageError(f"hpo@{args.family}: the family must be listed in families and have an hpo section")
+    if args.family not in params.families:
+        raise StageError(f"family {args.family!r} is not listed in params.yaml families: {params.families}")
+    out_dir, model_dir = args.out / args.family, args.models / args.family
+    if args.family not in params.hpo:
+        return pass_through(args.family, out_dir, model_dir, f"no hpo.{args.family} section")
     for path in (args.train, args.val):
         if not path.is_file():
             raise StageError(f"{path}: missing input shard (run the split/augment stages first)")
     hpo, cfg = params.hpo[args.family], params.train[args.family]
     check_space(hpo, cfg, args.family)
     trial_function(args.family)
-    first = default_point(hpo, cfg)
     log = TrialLog(RESUME_DIR / f"hpo-{args.family}.json",
                    search_fingerprint(params, args.family, hpo, [args.train, args.val]))
-    threads = params.base.threads or os.cpu_count() or 1
-    evaluate, close = _evaluator(args, hpo, threads)
+    evaluate, close = _evaluator(args, hpo, params.base.threads or os.cpu_count() or 1)
     start = time.perf_counter()
     try:
-        trials = run_search(hpo, first, log, evaluate, seed=params.base.seed)
+        trials = run_search(hpo, default_point(hpo, cfg), log, evaluate, seed=params.base.seed)
     finally:
         close()
-    metrics = write_outputs(trials[:hpo.n_calls], hpo, args.family, cfg, args.out / args.family,
-                            args.models / args.family)
+    metrics = write_outputs(trials[:hpo.n_calls], hpo, args.family, cfg, out_dir, model_dir)
     shown = ", ".join(f"{k}={v}" for k, v in metrics["best_params"].items())
     print(f"hpo@{args.family}: {metrics['n_calls']} calls ({log.resumed} resumed) in "
           f"{time.perf_counter() - start:.1f}s; best {metrics['score']} {metrics['best']:.4f} "
