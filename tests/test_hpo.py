@@ -142,7 +142,9 @@ HPO_CMD = [sys.executable, "-m", "stages.hpo", "classifier", "--train", "split/t
            "--out", "metrics/hpo", "--models", "models/hpo"]
 
 
-def test_sigkill_then_rerun_continues_and_train_uses_best_params(workdir):
+def test_sigkill_then_rerun_continues_and_train_uses_best_params(workdir, monkeypatch, capsys):
+    from stages import hpo as hpo_stage, train as train_stage
+
     log = workdir / ".kiln/resume/hpo-classifier.json"
     proc = subprocess.Popen(HPO_CMD, cwd=workdir, env=stage_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -153,9 +155,9 @@ def test_sigkill_then_rerun_continues_and_train_uses_best_params(workdir):
     proc.wait()
     finished = json.loads(log.read_text())["trials"]
     assert 2 <= len(finished) < 4, "the kill should land mid-search"
-    done = subprocess.run(HPO_CMD, cwd=workdir, env=stage_env(), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert f"4 calls ({len(finished)} resumed)" in done.stdout
+    monkeypatch.chdir(workdir)  # the rerun and the training run in this process (no start-up cost)
+    hpo_stage.main(HPO_CMD[3:])
+    assert f"4 calls ({len(finished)} resumed)" in capsys.readouterr().out
     trials = json.loads(log.read_text())["trials"]
     assert trials[:len(finished)] == finished and len(trials) == 4
     metrics = json.loads((workdir / "metrics/hpo/classifier/metrics.json").read_text())
@@ -178,12 +180,17 @@ def test_sigkill_then_rerun_continues_and_train_uses_best_params(workdir):
     assert {k: config[k] for k in best["params"]} == best["params"]
 
 
-def test_bad_space_exits_2_with_the_key(workdir):
+def test_bad_space_exits_2_with_the_key(workdir, monkeypatch, capsys):
     import yaml
+
+    from stages import hpo as hpo_stage
+    from stages.params import run_stage
 
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     params["hpo"]["classifier"]["space"][0]["name"] = "learning_rate"
     write_params(workdir / "params.yaml", params)
-    proc = subprocess.run(HPO_CMD, cwd=workdir, env=stage_env(), capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert "hpo.classifier.space.0.name" in proc.stderr and "Traceback" not in proc.stderr
+    monkeypatch.chdir(workdir)
+    with pytest.raises(SystemExit) as exit_:
+        run_stage(hpo_stage.main, HPO_CMD[3:])
+    assert exit_.value.code == 2
+    assert "hpo.classifier.space.0.name" in capsys.readouterr().err
