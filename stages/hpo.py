@@ -293,8 +293,9 @@ def search_fingerprint(params, family: str, hpo: HpoConfig, data: list[Path]) ->
     from stages.io import sha256_file
 
     settings = {k: v for k, v in to_dict(hpo).items() if k not in ("n_calls", "n_jobs")}
+    train = {k: v for k, v in to_dict(params.train[family]).items() if k != "use_hpo"}  # read by train only
     digest = hashlib.sha256(json.dumps({"family": family, "hpo": settings, "base": to_dict(params.base),
-                                        "train": to_dict(params.train[family])},
+                                        "train": train},
                                        sort_keys=True, default=str).encode())
     for path in data:
         digest.update(sha256_file(path).encode())

@@ -23,6 +23,7 @@ def tiny_params() -> dict:
     data["demo"].update(n_per_class=60, image_size=48, distractors_per_class=6, junk_per_class=12)
     data["augment"]["per_class"] = 60
     data["train"]["classifier"].update(widths=[8, 16, 32], hidden=[32], epochs=4, batch_size=32, patience=0)
+    data["hpo"]["classifier"].update(n_calls=2, n_initial_points=1)
     for family in data["families"]:
         tiny = TINY_FAMILY_PARAMS.get(family, {})
         data["train"][family].update(tiny.get("train", {}))
@@ -67,7 +68,8 @@ def project(tmp_path_factory) -> Path:
 
 def test_repro_runs_the_chain_and_writes_outputs(project):
     log = (project / "first_repro.log").read_text()
-    assert {"demo", "split", "augment", "train@classifier", "evaluate@classifier"} <= ran_stages(log)
+    assert {"demo", "split", "augment", "hpo@classifier", "train@classifier", "evaluate@classifier"} <= ran_stages(log)
+    assert json.loads((project / "metrics/hpo/classifier/metrics.json").read_text())["n_calls"] == 2
     metrics = json.loads((project / "metrics/eval/classifier/metrics.json").read_text())
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["images"] > 0
     assert (project / "metrics/eval/classifier/plots/confusion.png").is_file()
