@@ -11,6 +11,10 @@ Resumable: every finished trial is appended to ``.kiln/resume/hpo-<family>.json`
 settings, train config, data) replays the finished trials into the optimizer with
 ``tell`` and continues from the next call, so a SIGKILL costs at most the calls in flight.
 
+The search runs only when ``train.<family>.use_hpo`` is true (its result is used);
+otherwise, and for a family without an ``hpo.<family>`` section, the stage writes an
+empty ``best_params.json`` at once, so ``train@<family>`` can depend on it uniformly.
+
 Outputs: ``<out>/<family>/metrics.json`` (best score and params), ``trials.csv`` (a DVC
 plot), ``convergence.png``, and ``<models>/hpo/<family>/best_params.json``, which
 ``train@<family>`` applies over its config when ``use_hpo: true``.
@@ -86,6 +90,7 @@ class HpoConfig:
     n_jobs: int = field(default=1, metadata=bounds(ge=1))       # points trained at once
     score: Literal["accuracy", "loss"] = "accuracy"              # validation accuracy (max) or loss (min)
     max_train: int = field(default=0, metadata=bounds(ge=0))     # subsample the training shard; 0: all
+    trial_epochs: int = field(default=0, metadata=bounds(ge=0))  # epochs of a trial unless searched; 0: the config's
     space: list[Dimension] = field(default_factory=decathlon_space)
 
     def validate(self, path: str) -> None:
@@ -253,6 +258,9 @@ def _worker_trial(overrides: dict[str, Any]) -> dict:
     from stages.runtime import seed_everything
 
     w = _WORKER
+    trial_epochs = w["params"].hpo[w["family"]].trial_epochs
+    if trial_epochs and "epochs" not in overrides:  # a short run, unless epochs is searched
+        overrides = {"epochs": trial_epochs, **overrides}
     cfg = apply_overrides(w["params"].train[w["family"]], overrides, f"hpo.{w['family']}.space")
     seed_everything(w["params"].base.seed)   # every trial starts from the same initialisation
     start = time.perf_counter()
@@ -288,14 +296,30 @@ class PoolEvaluator:
 
 
 # --- outputs ------------------------------------------------------------------------
+def _config_seen_by_trials(hpo: HpoConfig, cfg: Any) -> dict:
+    """The train config less what every trial overrides (searched keys with a default, and
+    epochs under trial_epochs) and use_hpo: changing those leaves the finished trials valid."""
+    data = to_dict(cfg)
+    hidden = [d.name for d in hpo.space if d.default is not None] + ["use_hpo"]
+    if hpo.trial_epochs:
+        hidden.append("epochs")
+    for name in hidden:
+        *parents, leaf = name.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return data
+
+
 def search_fingerprint(params, family: str, hpo: HpoConfig, data: list[Path]) -> str:
     """What a resumed search must share with the killed one (n_calls and n_jobs may change)."""
     from stages.io import sha256_file
 
     settings = {k: v for k, v in to_dict(hpo).items() if k not in ("n_calls", "n_jobs")}
-    train = {k: v for k, v in to_dict(params.train[family]).items() if k != "use_hpo"}  # read by train only
     digest = hashlib.sha256(json.dumps({"family": family, "hpo": settings, "base": to_dict(params.base),
-                                        "train": train},
+                                        "train": _config_seen_by_trials(hpo, params.train[family])},
                                        sort_keys=True, default=str).encode())
     for path in data:
         digest.update(sha256_file(path).encode())
@@ -435,6 +459,8 @@ def main(argv=None) -> None:
     out_dir, model_dir = args.out / args.family, args.models / args.family
     if args.family not in params.hpo:
         return pass_through(args.family, out_dir, model_dir, f"no hpo.{args.family} section")
+    if not getattr(params.train[args.family], "use_hpo", False):  # nobody would read the result
+        return pass_through(args.family, out_dir, model_dir, f"train.{args.family}.use_hpo is false")
     for path in (args.train, args.val):
         if not path.is_file():
             raise StageError(f"{path}: missing input shard (run the split/augment stages first)")

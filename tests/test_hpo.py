@@ -131,7 +131,7 @@ def workdir(tmp_path, repo_params):
     data["base"]["image_size"] = 32
     data["families"] = ["classifier"]
     data["train"] = {"classifier": {"widths": [8, 16], "hidden": [16], "epochs": 1, "patience": 0,
-                                    "batch_size": 16, "lr": 0.003}}
+                                    "batch_size": 16, "lr": 0.003, "use_hpo": True}}
     data["hpo"] = {"classifier": {"n_calls": 4, "n_initial_points": 2, "space": SPACE}}
     write_params(tmp_path / "params.yaml", data)
     split.main(["--input", str(manifest), "--out", str(tmp_path / "split"), "--params", str(tmp_path / "params.yaml")])
@@ -194,3 +194,37 @@ def test_bad_space_exits_2_with_the_key(workdir, monkeypatch, capsys):
         run_stage(hpo_stage.main, HPO_CMD[3:])
     assert exit_.value.code == 2
     assert "hpo.classifier.space.0.name" in capsys.readouterr().err
+
+
+def test_fingerprint_ignores_what_every_trial_overrides(workdir):
+    import yaml
+
+    from stages.hpo import search_fingerprint
+    from stages.params import parse_params
+
+    data = yaml.safe_load((workdir / "params.yaml").read_text())
+    shards = [workdir / "split/train.pt", workdir / "split/val.pt"]
+
+    def fp(**train):
+        changed = copy.deepcopy(data)
+        changed["train"]["classifier"].update(train)
+        params = parse_params(changed)
+        return search_fingerprint(params, "classifier", params.hpo["classifier"], shards)
+
+    assert fp() == fp(lr=0.05) == fp(use_hpo=False)          # lr is searched with a default
+    assert fp() != fp(batch_size=8) and fp() != fp(epochs=3)  # trials run with these
+
+
+def test_no_search_when_use_hpo_is_false(workdir, monkeypatch, capsys):
+    import yaml
+
+    from stages import hpo as hpo_stage
+
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["train"]["classifier"]["use_hpo"] = False
+    write_params(workdir / "params.yaml", params)
+    monkeypatch.chdir(workdir)
+    hpo_stage.main(HPO_CMD[3:])
+    assert "nothing to search" in capsys.readouterr().out
+    best = json.loads((workdir / "models/hpo/classifier/best_params.json").read_text())
+    assert best["params"] == {} and not (workdir / ".kiln/resume/hpo-classifier.json").exists()
