@@ -60,6 +60,8 @@ class ClassifierConfig:
     def validate(self, path: str) -> None:
         if self.arch != "bnconv" and self.arch not in ARCHS:
             raise ParamsError(f"{path}.arch", f"unknown architecture {self.arch!r}; allowed: bnconv, {', '.join(ARCHS)}")
+        if self.arch != "bnconv" and 0 < self.input_size < ARCHS[self.arch].min_size:
+            raise ParamsError(f"{path}.input_size", f"{self.arch} needs at least {ARCHS[self.arch].min_size} px")
         if not self.widths or any(w < 1 for w in self.widths):
             raise ParamsError(f"{path}.widths", f"must be a non-empty list of positive ints (got {self.widths})")
         if any(h < 1 for h in self.hidden):
