@@ -16,6 +16,7 @@ COMMANDS = {
     "augment": "stages.augment",
     "train": "stages.train",
     "evaluate": "stages.evaluate",
+    "serve": "stages.serve",
 }
 
 
