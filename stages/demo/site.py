@@ -123,6 +123,7 @@ more();
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"   # keep-alive: one connection serves many images
+    disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms stalls
     site: "LocalSite"
 
     def log_message(self, *args) -> None:   # quiet: the crawl has its own progress bar
@@ -204,6 +205,13 @@ class Handler(BaseHTTPRequestHandler):
         self.send(HTTPStatus.OK, path.read_bytes(), kind)
 
 
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        pass   # a client that hangs up early (size cap, shutdown) is not the site's problem
+
+
 class LocalSite:
     """Start with ``with LocalSite(...) as origin:``; serves until the block ends."""
 
@@ -213,8 +221,7 @@ class LocalSite:
         self.visited: set[str] = set()
         self.lock = threading.Lock()
         handler = type("SiteHandler", (Handler,), {"site": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
+        self.server = QuietServer(("127.0.0.1", 0), handler)
         self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def describe(self, row: dict) -> dict:

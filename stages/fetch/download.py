@@ -128,7 +128,7 @@ class Downloader:
                 target = await asyncio.to_thread(check_url, current, self.policy) \
                     if not self.policy.allow_private else check_url(current, self.policy)
             except UnsafeURL as err:
-                raise Failure(f"unsafe URL {current}: {err}") from None
+                raise Failure(f"unsafe URL: {err} ({current})") from None
             result = await self._request(target)
             if isinstance(result, Fetched):
                 return Fetched(url, current, result.body, result.content_type)
