@@ -52,6 +52,14 @@ def is_public(address: str) -> bool:
     return ip.is_global and not (ip.is_multicast or ip.is_reserved)
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
 def check_url(url: str, policy: Policy) -> Target:
     """Raise UnsafeURL with a reason, or return where to connect."""
     parts = urlsplit(url)
@@ -68,7 +76,7 @@ def check_url(url: str, policy: Policy) -> Target:
         raise UnsafeURL(f"bad port: {err}") from err
     if policy.allow_private or host in policy.trusted_hosts:
         return Target(url, host, port, None)
-    addresses = policy.resolve(host, port)
+    addresses = [host] if _is_ip(host) else policy.resolve(host, port)
     if not addresses:
         raise UnsafeURL(f"cannot resolve {host}")
     for address in addresses:
