@@ -71,3 +71,26 @@ def write_params(path: Path, crawl: dict, classes=("bowl", "vase"), seed: int = 
     import yaml
     path.write_text(yaml.safe_dump({"base": {"seed": seed, "classes": list(classes)}, "crawl": crawl}))
     return path
+
+
+def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
+    """A valid greyscale PNG of width x height zeros (~0.9 GB of pixels in ~1 MB of file).
+
+    The deflate stream is one block of 100 rows, full-flushed (so its bytes repeat
+    exactly), repeated height/100 times; built in about a second.
+    """
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = (b"\0" * (width + 1)) * 100          # filter byte + one byte per pixel, 100 rows
+    packer = zlib.compressobj(6, zlib.DEFLATED, -15)
+    block = packer.compress(rows) + packer.flush(zlib.Z_FULL_FLUSH)
+    adler = 1
+    for _ in range(height // 100):
+        adler = zlib.adler32(rows, adler)
+    tail = zlib.compressobj(6, zlib.DEFLATED, -15).flush(zlib.Z_FINISH)
+    idat = b"\x78\x9c" + block * (height // 100) + tail + struct.pack(">I", adler)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
