@@ -8,8 +8,10 @@ thousands of results costs milliseconds.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,7 +25,8 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 INSTALL_HINT = "install them with: apt-get install chromium chromium-driver"
 CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                   "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--window-size=1280,900")
+                  "--disable-sync", "--no-first-run", "--disable-crash-reporter",
+                  "--disable-breakpad", "--window-size=1280,900")
 READ_RESULTS_JS = """
 const [selector, attribute] = arguments;
 return Array.from(document.querySelectorAll(selector),
@@ -52,6 +55,17 @@ def find_chromium() -> tuple[str, str]:
     return browser, driver
 
 
+# The watchdog leads a process group that ChromeDriver and Chromium join. It blocks on a
+# pipe only the crawl holds; when the crawl ends, even by SIGKILL, the pipe closes and
+# the watchdog kills its whole group: no Chromium outlives the crawl.
+WATCHDOG = "cat >/dev/null; kill -KILL 0"
+
+
+def _start_watchdog() -> subprocess.Popen:
+    return subprocess.Popen(["sh", "-c", WATCHDOG], stdin=subprocess.PIPE,
+                            preexec_fn=os.setpgrp)   # its own group: pgid == its pid
+
+
 @contextlib.contextmanager
 def open_browser(crawl) -> Iterator:
     """A headless Chromium with a fresh profile, closed (and its profile removed) on exit."""
@@ -67,10 +81,14 @@ def open_browser(crawl) -> Iterator:
         options.add_argument(flag)
     if not crawl.load_images:   # full-size URLs come from markup; thumbnails are not needed
         options.add_experimental_option("prefs", {"profile.managed_default_content_settings.images": 2})
+    watchdog = _start_watchdog()
+    join_group = functools.partial(os.setpgid, 0, watchdog.pid)
+    service = Service(executable_path=driver_path, popen_kw={"preexec_fn": join_group})
     try:
-        driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+        driver = webdriver.Chrome(service=service, options=options)
     except WebDriverException as err:
         shutil.rmtree(profile, ignore_errors=True)
+        watchdog.stdin.close()
         first = (err.msg or str(err)).strip().splitlines()[0]
         raise StageError(f"cannot start Chromium ({first}); {INSTALL_HINT}") from None
     try:
@@ -78,6 +96,8 @@ def open_browser(crawl) -> Iterator:
         yield driver
     finally:
         driver.quit()
+        watchdog.stdin.close()   # normal end: the watchdog reaps whatever quit() left
+        watchdog.wait()
         shutil.rmtree(profile, ignore_errors=True)
 
 
