@@ -56,14 +56,21 @@ def find_chromium() -> tuple[str, str]:
 
 
 # The watchdog leads a process group that ChromeDriver and Chromium join. It blocks on a
-# pipe only the crawl holds; when the crawl ends, even by SIGKILL, the pipe closes and
-# the watchdog kills its whole group: no Chromium outlives the crawl.
-WATCHDOG = "cat >/dev/null; kill -KILL 0"
+# pipe only the crawl holds; when the crawl dies, even by SIGKILL, the pipe closes and
+# the watchdog stops its group (TERM, then KILL, itself last) and removes the profile.
+WATCHDOG = 'cat >/dev/null; trap "" TERM; kill -TERM 0; sleep 1; rm -rf "$1"; kill -KILL 0'
 
 
-def _start_watchdog() -> subprocess.Popen:
-    return subprocess.Popen(["sh", "-c", WATCHDOG], stdin=subprocess.PIPE,
-                            preexec_fn=os.setpgrp)   # its own group: pgid == its pid
+def _start_watchdog(profile: str) -> subprocess.Popen:
+    return subprocess.Popen(["sh", "-c", WATCHDOG, "kiln-browser-watchdog", profile],
+                            stdin=subprocess.PIPE, preexec_fn=os.setpgrp)  # pgid == its pid
+
+
+def _stop_watchdog(watchdog: subprocess.Popen) -> None:
+    """Normal end: the browser has quit, so the watchdog goes without acting."""
+    watchdog.kill()
+    watchdog.stdin.close()
+    watchdog.wait()
 
 
 @contextlib.contextmanager
@@ -74,30 +81,33 @@ def open_browser(crawl) -> Iterator:
     from selenium.webdriver.chrome.service import Service
 
     browser, driver_path = find_chromium()
+    # One temp root per browser: its profile and its own temp files (Chromium's TMPDIR),
+    # removed as a whole on exit, or by the watchdog after a kill.
     profile = tempfile.mkdtemp(prefix="kiln-chromium-")
+    os.mkdir(os.path.join(profile, "tmp"))
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--user-agent={crawl.user_agent}"):
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={os.path.join(profile, 'user-data')}", f"--user-agent={crawl.user_agent}"):
         options.add_argument(flag)
     if not crawl.load_images:   # full-size URLs come from markup; thumbnails are not needed
         options.add_experimental_option("prefs", {"profile.managed_default_content_settings.images": 2})
-    watchdog = _start_watchdog()
+    watchdog = _start_watchdog(profile)
     join_group = functools.partial(os.setpgid, 0, watchdog.pid)
-    service = Service(executable_path=driver_path, popen_kw={"preexec_fn": join_group})
+    service = Service(executable_path=driver_path, popen_kw={"preexec_fn": join_group},
+                      env={**os.environ, "TMPDIR": os.path.join(profile, "tmp")})
     try:
         driver = webdriver.Chrome(service=service, options=options)
     except WebDriverException as err:
+        _stop_watchdog(watchdog)
         shutil.rmtree(profile, ignore_errors=True)
-        watchdog.stdin.close()
         first = (err.msg or str(err)).strip().splitlines()[0]
-        raise StageError(f"cannot start Chromium ({first}); {INSTALL_HINT}") from None
+        raise StageError(f"cannot start Chromium {browser} with {driver_path}: {first}") from None
     try:
         driver.set_page_load_timeout(crawl.page_load_timeout_s)
         yield driver
     finally:
         driver.quit()
-        watchdog.stdin.close()   # normal end: the watchdog reaps whatever quit() left
-        watchdog.wait()
+        _stop_watchdog(watchdog)
         shutil.rmtree(profile, ignore_errors=True)
 
 
