@@ -28,11 +28,19 @@ def _keep(journal: Journal, fetched: Fetched, limits: Limits) -> dict:
             "height": kept.height, "bytes": len(kept.data), "fields": kept.fields}
 
 
+# Bodies below this decode inline (~0.1 ms for a 64 px PNG): a thread hand-off would cost
+# more than the decode. Larger ones go to worker threads so the event loop keeps moving.
+INLINE_DECODE_BYTES = 256 * 1024
+
+
 async def _one(key: str, url: str, fetch: Fetch, journal: Journal, limits: Limits,
                to_key: Callable[[str], str]) -> dict:
     try:
         fetched = await fetch(url)
-        outcome = await asyncio.get_running_loop().run_in_executor(None, _keep, journal, fetched, limits)
+        if len(fetched.body) <= INLINE_DECODE_BYTES:
+            outcome = _keep(journal, fetched, limits)
+        else:
+            outcome = await asyncio.get_running_loop().run_in_executor(None, _keep, journal, fetched, limits)
         outcome["final_url"] = to_key(fetched.final_url)
     except (Failure, Rejected) as err:
         outcome = {"ok": False, "reason": str(err)}
