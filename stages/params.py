@@ -227,7 +227,7 @@ class Crawl:
     retries: int = field(default=2, metadata=bounds(ge=0, le=10))
     backoff_s: float = field(default=0.5, metadata=bounds(ge=0))
     max_redirects: int = field(default=5, metadata=bounds(ge=0, le=20))
-    concurrency: int = field(default=16, metadata=bounds(ge=1, le=256))
+    concurrency: int = field(default=8, metadata=bounds(ge=1, le=256))
     per_host_concurrency: int = field(default=4, metadata=bounds(ge=1, le=256))
     per_host_rate: float = field(default=2.0, metadata=bounds(ge=0))   # requests/s; 0 = no limit
     user_agent: str = "kiln/0.1 (image dataset crawler)"
