@@ -79,10 +79,22 @@ SAVED_PAGES = {
 }
 
 
+USER_ENGINES = {   # user-defined engines (as in params.yaml crawl.engines) and what they must find
+    "pages": ({"search_url": "{origin}/user-pages-1.html?q={query}", "result": "a.hit",
+               "full_url": {"attribute": "data-full"}, "more": "pages",
+               "page_url": "{origin}/user-pages-{page}.html?q={query}"},
+              ["p1-a.jpg", "p1-b.jpg", "shared.jpg", "p2-a.jpg", "p2-b.jpg"], 0),
+    "button": ({"search_url": "{origin}/user-button.html?q={query}", "result": "li.hit",
+                "full_url": {"attribute": "data-json", "json_key": "file.url"}, "more": "button",
+                "more_selector": "#more"},
+               ["b0.png", "b1-0.png", "b1-1.png", "b2-0.png", "b2-1.png", "b3-0.png", "b3-1.png"], 0),
+}
+
+
 @pytest.mark.browser
 def test_builtin_engine_definitions_on_saved_pages():
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(FIXTURES))
-    handler.log_message = lambda *a: None
+    quiet = type("Quiet", (SimpleHTTPRequestHandler,), {"log_message": lambda *a: None})
+    handler = functools.partial(quiet, directory=str(FIXTURES))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     crawl = from_dict(Crawl, {"queries": [{"term": "x", "class": "bowl"}], "scroll_wait_s": 0.5,
@@ -94,6 +106,13 @@ def test_builtin_engine_definitions_on_saved_pages():
                               "search_url": f"http://127.0.0.1:{server.server_address[1]}/{name}.html?q={{query}}"}
                 found = collect(driver, from_dict(EngineDef, definition), "bowl", 10, crawl)
                 assert (found.urls, found.missing) == (expected, missing), name
+            origin = f"http://127.0.0.1:{server.server_address[1]}"
+            for name, (definition, expected, missing) in USER_ENGINES.items():
+                found = collect(driver, from_dict(EngineDef, definition), "pot", 20, crawl, origin)
+                assert [u.rsplit("/", 1)[1] for u in found.urls] == expected, name
+                assert found.missing == missing
+            capped = collect(driver, from_dict(EngineDef, USER_ENGINES["button"][0]), "pot", 3, crawl, origin)
+            assert len(capped.urls) == 3   # count is honoured
     finally:
         server.shutdown()
         server.server_close()
