@@ -199,5 +199,6 @@ def test_host_gate_spaces_request_starts():
         await asyncio.gather(*(one() for _ in range(5)))
         return sorted(times)
     times = asyncio.run(starts())
-    gaps = [b - a for a, b in zip(times, times[1:])]
-    assert min(gaps) >= 0.045 and times[-1] - times[0] >= 0.19
+    # The n-th start never comes before n intervals (1/20 s) after the first; a late
+    # wake-up may shorten one gap, never the schedule.
+    assert all(t - times[0] >= n * 0.05 - 0.002 for n, t in enumerate(times))
