@@ -202,3 +202,15 @@ def test_host_gate_spaces_request_starts():
     # The n-th start never comes before n intervals (1/20 s) after the first; a late
     # wake-up may shorten one gap, never the schedule.
     assert all(t - times[0] >= n * 0.05 - 0.002 for n, t in enumerate(times))
+
+
+def test_requests_go_to_the_checked_address_not_a_new_lookup():
+    from stages.fetch.download import _pinned
+    from stages.fetch.safety import Target
+
+    url, headers, ext = _pinned(Target("https://img.example/p/a.jpg?x=1", "img.example", 443, "93.184.216.34"))
+    assert (url, headers, ext) == ("https://93.184.216.34/p/a.jpg?x=1", {"Host": "img.example"},
+                                   {"sni_hostname": "img.example"})   # TLS still checks img.example
+    url, headers, _ = _pinned(Target("http://img.example:8080/a", "img.example", 8080, "2606:2800:220:1::1"))
+    assert url == "http://[2606:2800:220:1::1]:8080/a" and headers == {"Host": "img.example:8080"}
+    assert _pinned(Target("http://127.0.0.1:9/a", "127.0.0.1", 9, None)) == ("http://127.0.0.1:9/a", {}, {})
