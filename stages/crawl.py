@@ -35,6 +35,10 @@ SPEED_KNOBS = ("concurrency", "per_host_concurrency", "per_host_rate", "scroll_w
                "page_load_timeout_s", "load_images")
 
 
+# Items in progress per request slot: the others wait out backoffs or decode meanwhile.
+ITEMS_PER_SLOT = 4
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="kiln crawl", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data/raw"))
@@ -130,7 +134,7 @@ async def download_all(jobs, crawl: Crawl, policy: Policy, journal: Journal, key
     limits = limits_of(crawl)
     downloader = Downloader(FetchConfig.from_params(crawl), policy, limits)
     try:
-        await run_jobs(jobs, downloader.fetch, journal, limits, crawl.concurrency, keys.key)
+        await run_jobs(jobs, downloader.fetch, journal, limits, ITEMS_PER_SLOT * crawl.concurrency, keys.key)
     finally:
         await downloader.aclose()
 

@@ -90,6 +90,8 @@ class Downloader:
     def __init__(self, cfg: FetchConfig, policy: Policy, limits: Limits):
         self.cfg, self.policy, self.limits = cfg, policy, limits
         self.gates: dict[str, HostGate] = {}
+        # Bounds requests on the wire, not items: one waiting out a backoff holds no slot.
+        self.slots = asyncio.Semaphore(cfg.concurrency)
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(cfg.timeout_s), follow_redirects=False, trust_env=False,
             headers={"User-Agent": cfg.user_agent, "Accept": "image/*"},
@@ -140,7 +142,7 @@ class Downloader:
         request_url, headers, extensions = _pinned(target)
         gate = self.gates.setdefault(target.host, HostGate(self.cfg.per_host_concurrency,
                                                             self.cfg.per_host_rate))
-        async with gate:
+        async with gate, self.slots:
             try:
                 async with self.client.stream("GET", request_url, headers=headers,
                                               extensions=extensions) as response:

@@ -49,7 +49,11 @@ async def _one(key: str, url: str, fetch: Fetch, journal: Journal, limits: Limit
 
 async def run_jobs(jobs: list[tuple[str, str]], fetch: Fetch, journal: Journal, limits: Limits,
                    workers: int, to_key: Callable[[str], str] = str) -> None:
-    """Fetch every (key, url) with ``workers`` concurrent workers; journal each result."""
+    """Fetch every (key, url) with ``workers`` items in progress; journal each result.
+
+    ``fetch`` bounds the requests on the wire itself; ``workers`` is larger so items that
+    sleep out a retry backoff or a slow answer do not stall the rest.
+    """
     queue: asyncio.Queue = asyncio.Queue()
     for job in jobs:
         queue.put_nowait(job)
