@@ -243,6 +243,9 @@ class Crawl:
                         for i, q in enumerate(self.queries)]
         if self.engine != "folder" and not self.queries:
             raise ParamsError(f"{path}.queries", "needs at least one {term, class, count}")
+        for reserved in ("local", "folder"):
+            if reserved in self.engines:
+                raise ParamsError(f"{path}.engines.{reserved}", "is a reserved engine name; pick another")
         if self.engine == "folder" and not self.folder:
             raise ParamsError(f"{path}.folder", "is required when engine is 'folder'")
         for i, kind in enumerate(self.allowed_types):

@@ -92,6 +92,8 @@ def test_user_engines_are_data_and_shadow_builtins():
     ({"queries": [{"term": "a", "class": "b", "count": 0}]}, "crawl.queries.0.count"),
     ({"queries": []}, "crawl.queries"),
     ({"engine": "folder"}, "crawl.folder"),
+    ({"queries": [{"term": "a", "class": "b"}], "engines": {"local": {"search_url": "https://x/?q={query}",
+                                                                     "result": "a"}}}, "crawl.engines.local"),
     ({"queries": [{"term": "a", "class": "b"}], "allowed_types": ["image/svg+xml"]}, "crawl.allowed_types.0"),
     ({"queries": [{"term": "a", "class": "b"}], "engines": {"x": {"search_url": "https://x/", "result": "a"}}},
      "crawl.engines.x.search_url"),
