@@ -12,6 +12,7 @@ import sys
 # command -> module with a main(argv); kept in chain order for --help.
 COMMANDS = {
     "demo": "stages.demo.__main__",
+    "crawl": "stages.crawl",
     "split": "stages.split",
     "augment": "stages.augment",
     "train": "stages.train",
