@@ -72,6 +72,7 @@ class ClassifierConfig:
 class ClassifierEvalConfig:
     misclassified: int = field(default=32, metadata=bounds(ge=0, le=256))  # images in the grid
     topk: int = field(default=3, metadata=bounds(ge=1))
+    heatmaps: int = field(default=16, metadata=bounds(ge=0, le=128))  # Grad-CAM images
     batch_size: int = field(default=256, metadata=bounds(ge=1))
 
 
@@ -288,14 +289,19 @@ def hpo_trial(cfg, train_shard, val_shard, *, params, device) -> dict:
 
 # --- evaluation ----------------------------------------------------------------
 def evaluate(ctx) -> dict:
-    from stages.families.classifier_report import write_report
+    from stages.families.classifier_report import heatmap_grid, write_report
+    from stages.pictures import save_png
 
     model, classes, preprocess = load_classifier(ctx.checkpoint_path, ctx.device)
     shard = load_shard(ctx.test_shard)
     if shard.classes != classes:
         raise StageError(f"{ctx.test_shard}: classes {shard.classes} differ from the model's {classes}")
     probs = predict(model, shard, preprocess=preprocess, batch_size=ctx.cfg.batch_size, device=ctx.device)
-    return write_report(shard, probs, ctx.out_dir, misclassified=ctx.cfg.misclassified, topk=ctx.cfg.topk)
+    metrics = write_report(shard, probs, ctx.out_dir, misclassified=ctx.cfg.misclassified, topk=ctx.cfg.topk)
+    grid = heatmap_grid(model, preprocess, shard, probs, ctx.cfg.heatmaps, ctx.device) if ctx.cfg.heatmaps else None
+    if grid is not None:
+        save_png(grid, ctx.out_dir / "plots" / "heatmaps.png")
+    return metrics
 
 
 register_family("classifier", train_config=ClassifierConfig, evaluate_config=ClassifierEvalConfig,
