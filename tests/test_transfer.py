@@ -260,3 +260,20 @@ def test_classify_uses_the_checkpoint_class_order(tmp_path):
     (tmp_path / "junk.png").write_bytes(b"not an image")
     with pytest.raises(StageError, match="not a readable image"):
         classify([tmp_path / "junk.png"], tmp_path / "model.pt")
+
+
+def test_hpo_trial_on_a_backbone_with_the_decathlon_point(repo_params):
+    """The decathlon space's first point is a valid backbone config that trains (phases, head)."""
+    from stages.families.classifier import ClassifierConfig, hpo_trial
+    from stages.hpo import HpoConfig, apply_overrides, default_point
+    from stages.schema import from_dict
+
+    hpo = from_dict(HpoConfig, {}, "hpo.classifier")
+    base = ClassifierConfig(arch="mobilenet_v3_small", input_size=32, batch_size=16,
+                            phases=PhasesConfig(head_epochs=1, unfreeze="last", blocks=2))
+    cfg = apply_overrides(base, dict(zip([d.name for d in hpo.space], default_point(hpo, base))), "hpo")
+    cfg = apply_overrides(cfg, {"epochs": 2}, "test")   # one head epoch, one fine-tuning epoch
+    torch.manual_seed(0)
+    result = hpo_trial(cfg, bars(32, 5, ["a", "b"]), bars(16, 6, ["a", "b"]), params=quiet_params(repo_params),
+                       device=torch.device("cpu"))
+    assert 0.0 <= result["val_accuracy"] <= 1.0 and result["val_loss"] > 0 and result["epochs"] == 2
