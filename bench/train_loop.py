@@ -1,7 +1,9 @@
 """Training-loop throughput: kiln's shard loop against a plain ImageFolder + DataLoader loop.
 
 Same model (the classifier from params.yaml), batch size, images and online
-augmentation ops (flip + random resized crop); both fp32 on CPU unless CUDA.
+augmentation ops (flip + random resized crop). The plain loop is fp32; kiln's loop
+runs as train@classifier does (channels_last, ``train.classifier.precision``), and is
+also timed in fp32 so the two effects can be told apart.
 
     python bench/train_loop.py [--shard data/augmented/train.pt] [--steps 40] [--workers 2]
 
@@ -24,6 +26,7 @@ from torchvision.transforms import v2
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stages.batch_augment import batch_augment  # noqa: E402
 from stages.families.classifier import build_model, make_preprocess  # noqa: E402
+from stages.fit import autocast  # noqa: E402
 from stages.params import load_params  # noqa: E402
 from stages.pictures import to_pil  # noqa: E402
 from stages.shards import iterate_batches, load_shard  # noqa: E402
@@ -37,20 +40,22 @@ def export_image_folder(shard, root: Path) -> None:
         to_pil(image).save(folder / f"{i:06d}.png")
 
 
-def step(model, optimizer, x, y):
-    loss = F.cross_entropy(model(x), y)
+def step(model, optimizer, x, y, precision):
+    with autocast(precision, x.device):
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
 
 
-def time_steps(batches, model, optimizer, steps: int, warmup: int = 3) -> float:
+def time_steps(batches, model, optimizer, steps: int, precision: str, warmup: int = 3) -> float:
     """Images per second over ``steps`` batches after ``warmup`` untimed ones."""
     seen, start = 0, None
     for i, (x, y) in enumerate(batches):
         if i == warmup:
             start, seen = time.perf_counter(), 0
-        step(model, optimizer, x, y)
+        step(model, optimizer, x, y, precision)
         seen += len(y)
         if i + 1 == warmup + steps:
             break
@@ -97,18 +102,21 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         export_image_folder(shard, Path(tmp))
-        for name, batches in (("imagefolder", folder_batches(Path(tmp), params, cfg.batch_size, args.workers, device)),
-                              ("kiln", kiln_batches(shard, params, cfg.batch_size, device))):
+        runs = (("imagefolder", "fp32", folder_batches(Path(tmp), params, cfg.batch_size, args.workers, device)),
+                ("kiln-fp32", "fp32", kiln_batches(shard, params, cfg.batch_size, device)),
+                ("kiln", cfg.precision, kiln_batches(shard, params, cfg.batch_size, device)))
+        for name, precision, batches in runs:
             torch.manual_seed(0)
             model = build_model(cfg, len(shard.classes)).to(device)
-            if name == "kiln":
+            if name.startswith("kiln"):
                 model = model.to(memory_format=torch.channels_last)
             optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
             model.train()
-            results[name] = time_steps(batches, model, optimizer, args.steps)
-            print(f"{name:12s} {results[name]:8.1f} images/s")
+            results[name] = time_steps(batches, model, optimizer, args.steps, precision)
+            print(f"{name:12s} {results[name]:8.1f} images/s ({precision})")
     print(f"ratio kiln / imagefolder: {results['kiln'] / results['imagefolder']:.2f}x "
-          f"(batch {cfg.batch_size}, {args.steps} steps, {torch.get_num_threads()} threads, {device})")
+          f"(fp32 only: {results['kiln-fp32'] / results['imagefolder']:.2f}x; batch {cfg.batch_size}, "
+          f"{args.steps} steps, {torch.get_num_threads()} threads, {device})")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """hpo@<family>: python -m stages.hpo classifier --train T.pt --val V.pt --out DIR --models DIR.
 
 Bayesian search (scikit-optimize) over the space declared in ``hpo.<family>.space``:
-each dimension names a dotted key of ``train.<family>`` (``lr``, ``head.size``, ...) and
-the objective is the validation score of a short training run of that config, on the
-shards held in memory. ``n_jobs`` > 1 asks for that many points at once (constant liar)
+each dimension names a dotted key of the family's train config (``lr``, ``head.size``,
+...) and the objective is the validation score of a short training run, on the shards
+held in memory. Trials start from ``hpo.<family>.trial`` (the family's train config, its
+defaults where a key is left out), not from ``train.<family>``: the search depends only on
+its own section, so an experiment on ``train.<family>`` reruns train and evaluate alone. ``n_jobs`` > 1 asks for that many points at once (constant liar)
 and trains them in a process pool.
 
 Resumable: every finished trial is appended to ``.kiln/resume/hpo-<family>.json``
@@ -11,9 +13,8 @@ Resumable: every finished trial is appended to ``.kiln/resume/hpo-<family>.json`
 settings, train config, data) replays the finished trials into the optimizer with
 ``tell`` and continues from the next call, so a SIGKILL costs at most the calls in flight.
 
-The search runs only when ``train.<family>.use_hpo`` is true (its result is used);
-otherwise, and for a family without an ``hpo.<family>`` section, the stage writes an
-empty ``best_params.json`` at once, so ``train@<family>`` can depend on it uniformly.
+For a family without hpo support, or with ``n_calls: 0``, the stage writes an empty
+``best_params.json`` at once, so ``train@<family>`` can depend on it uniformly.
 
 Outputs: ``<out>/<family>/metrics.json`` (best score and params), ``trials.csv`` (a DVC
 plot), ``convergence.png``, and ``<models>/hpo/<family>/best_params.json``, which
@@ -83,7 +84,7 @@ def decathlon_space() -> list[Dimension]:
 
 @dataclass
 class HpoConfig:
-    n_calls: int = field(default=20, metadata=bounds(ge=1))
+    n_calls: int = field(default=20, metadata=bounds(ge=0))       # 0: no search (empty best params)
     n_initial_points: int = field(default=10, metadata=bounds(ge=0))
     acq_func: Literal["EI", "PI", "LCB", "gp_hedge"] = "EI"
     base_estimator: Literal["GP", "RF", "ET", "GBRT"] = "GP"
@@ -92,6 +93,7 @@ class HpoConfig:
     max_train: int = field(default=0, metadata=bounds(ge=0))     # subsample the training shard; 0: all
     trial_epochs: int = field(default=0, metadata=bounds(ge=0))  # epochs of a trial unless searched; 0: the config's
     space: list[Dimension] = field(default_factory=decathlon_space)
+    trial: dict[str, Any] = field(default_factory=dict)          # the trials' base train config
 
     def validate(self, path: str) -> None:
         if not self.space:
@@ -222,6 +224,14 @@ def run_search(hpo: HpoConfig, first: list[Any], log: TrialLog, evaluate, *, see
 _WORKER: dict[str, Any] = {}
 
 
+def trial_config(params, family: str):
+    """The trials' base config: ``hpo.<family>.trial`` parsed as the family's train config."""
+    from stages.families import get_family
+    from stages.schema import from_dict
+
+    return from_dict(get_family(family).train_config, params.hpo[family].trial, f"hpo.{family}.trial")
+
+
 def _worker_init(params_path: str, family: str, train_path: str, val_path: str, threads: int) -> None:
     """Load params and shards once per process; trials then train from memory."""
     import torch
@@ -237,7 +247,8 @@ def _worker_init(params_path: str, family: str, train_path: str, val_path: str, 
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(params.base.seed))
         train = train.subset(pick[:hpo.max_train].sort().values)
     torch.set_num_threads(max(1, threads))
-    _WORKER.update(params=params, family=family, train=train, val=load_shard(val_path),
+    _WORKER.update(params=params, family=family, cfg=trial_config(params, family),
+                   train=train, val=load_shard(val_path),
                    device=pick_device(params.base.device), trainer=trial_function(family))
 
 
@@ -261,7 +272,7 @@ def _worker_trial(overrides: dict[str, Any]) -> dict:
     trial_epochs = w["params"].hpo[w["family"]].trial_epochs
     if trial_epochs and "epochs" not in overrides:  # a short run, unless epochs is searched
         overrides = {"epochs": trial_epochs, **overrides}
-    cfg = apply_overrides(w["params"].train[w["family"]], overrides, f"hpo.{w['family']}.space")
+    cfg = apply_overrides(w["cfg"], overrides, f"hpo.{w['family']}.space")
     seed_everything(w["params"].base.seed)   # every trial starts from the same initialisation
     start = time.perf_counter()
     result = w["trainer"](cfg, w["train"], w["val"], params=w["params"], device=w["device"])
@@ -313,13 +324,13 @@ def _config_seen_by_trials(hpo: HpoConfig, cfg: Any) -> dict:
     return data
 
 
-def search_fingerprint(params, family: str, hpo: HpoConfig, data: list[Path]) -> str:
+def search_fingerprint(params, family: str, hpo: HpoConfig, cfg: Any, data: list[Path]) -> str:
     """What a resumed search must share with the killed one (n_calls and n_jobs may change)."""
     from stages.io import sha256_file
 
-    settings = {k: v for k, v in to_dict(hpo).items() if k not in ("n_calls", "n_jobs")}
+    settings = {k: v for k, v in to_dict(hpo).items() if k not in ("n_calls", "n_jobs", "trial")}
     digest = hashlib.sha256(json.dumps({"family": family, "hpo": settings, "base": to_dict(params.base),
-                                        "train": _config_seen_by_trials(hpo, params.train[family])},
+                                        "train": _config_seen_by_trials(hpo, cfg)},
                                        sort_keys=True, default=str).encode())
     for path in data:
         digest.update(sha256_file(path).encode())
@@ -459,16 +470,16 @@ def main(argv=None) -> None:
     out_dir, model_dir = args.out / args.family, args.models / args.family
     if args.family not in params.hpo:
         return pass_through(args.family, out_dir, model_dir, f"no hpo.{args.family} section")
-    if not getattr(params.train[args.family], "use_hpo", False):  # nobody would read the result
-        return pass_through(args.family, out_dir, model_dir, f"train.{args.family}.use_hpo is false")
+    if params.hpo[args.family].n_calls == 0:
+        return pass_through(args.family, out_dir, model_dir, f"hpo.{args.family}.n_calls is 0")
     for path in (args.train, args.val):
         if not path.is_file():
             raise StageError(f"{path}: missing input shard (run the split/augment stages first)")
-    hpo, cfg = params.hpo[args.family], params.train[args.family]
+    hpo, cfg = params.hpo[args.family], trial_config(params, args.family)
     check_space(hpo, cfg, args.family)
     trial_function(args.family)
     log = TrialLog(RESUME_DIR / f"hpo-{args.family}.json",
-                   search_fingerprint(params, args.family, hpo, [args.train, args.val]))
+                   search_fingerprint(params, args.family, hpo, cfg, [args.train, args.val]))
     evaluate, close = _evaluator(args, hpo, params.base.threads or os.cpu_count() or 1)
     start = time.perf_counter()
     try:

@@ -23,7 +23,8 @@ def tiny_params() -> dict:
     data["demo"].update(n_per_class=60, image_size=48, distractors_per_class=6, junk_per_class=12)
     data["augment"]["per_class"] = 60
     data["train"]["classifier"].update(widths=[8, 16, 32], hidden=[32], epochs=4, batch_size=32, patience=0)
-    data["hpo"]["classifier"].update(n_calls=2, n_initial_points=1, trial_epochs=1)
+    data["hpo"]["classifier"].update(n_calls=2, n_initial_points=1, trial_epochs=1,
+                                     trial={"widths": [8, 16, 32], "hidden": [32], "batch_size": 32})
     for family in data["families"]:
         tiny = TINY_FAMILY_PARAMS.get(family, {})
         data["train"][family].update(tiny.get("train", {}))
@@ -86,13 +87,21 @@ def test_second_repro_runs_nothing(project):
 
 
 def test_exp_run_with_new_lr_reruns_only_train_and_evaluate(project):
-    # hpo@classifier reads train.classifier too (the search's base config): it reruns, and
-    # replays its finished trials, when the train config changes
     proc = run(["dvc", "exp", "run", "-S", "train.classifier.lr=0.01", "-n", "lr01"], project)
-    assert ran_stages(proc.stdout) == {"hpo@classifier", "train@classifier", "evaluate@classifier"}
+    assert ran_stages(proc.stdout) == {"train@classifier", "evaluate@classifier"}
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     names = json.dumps(shown)
     assert "lr01" in names and "0.01" in names and "accuracy" in names
+
+
+def test_use_hpo_trains_with_the_best_params(project):
+    from stages.checkpoint import load_checkpoint
+
+    proc = run(["dvc", "exp", "run", "-S", "train.classifier.use_hpo=true", "-n", "hpo"], project)
+    assert ran_stages(proc.stdout) == {"train@classifier", "evaluate@classifier"}
+    best = json.loads((project / "models/hpo/classifier/best_params.json").read_text())["params"]
+    trained = load_checkpoint(project / "models/classifier/model.pt")["config"]
+    assert best and all(trained[key] == value for key, value in best.items())
 
 
 def test_bad_params_stop_with_one_line_and_keep_outputs(project):
@@ -115,7 +124,6 @@ def test_bad_params_stop_with_one_line_and_keep_outputs(project):
 def test_kill_9_during_training_then_repro_resumes(project):
     data = yaml.safe_load((project / "params.yaml").read_text())
     data["train"]["classifier"]["epochs"] = 30  # long enough to be killed mid-way
-    data["train"]["classifier"]["use_hpo"] = False  # hpo@classifier passes through at once
     (project / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     resume = project / ".kiln/resume/classifier.pt"
     proc = subprocess.Popen(["dvc", "repro", "train@classifier"], cwd=project, env=stage_env(),

@@ -132,7 +132,9 @@ def workdir(tmp_path, repo_params):
     data["families"] = ["classifier"]
     data["train"] = {"classifier": {"widths": [8, 16], "hidden": [16], "epochs": 1, "patience": 0,
                                     "batch_size": 16, "lr": 0.003, "use_hpo": True}}
-    data["hpo"] = {"classifier": {"n_calls": 4, "n_initial_points": 2, "space": SPACE}}
+    data["hpo"] = {"classifier": {"n_calls": 4, "n_initial_points": 2, "space": SPACE,
+                                  "trial": {"widths": [8, 16], "hidden": [16], "epochs": 1, "patience": 0,
+                                            "batch_size": 16, "lr": 0.003}}}
     write_params(tmp_path / "params.yaml", data)
     split.main(["--input", str(manifest), "--out", str(tmp_path / "split"), "--params", str(tmp_path / "params.yaml")])
     return tmp_path
@@ -199,29 +201,47 @@ def test_bad_space_exits_2_with_the_key(workdir, monkeypatch, capsys):
 def test_fingerprint_ignores_what_every_trial_overrides(workdir):
     import yaml
 
-    from stages.hpo import search_fingerprint
+    from stages.hpo import search_fingerprint, trial_config
     from stages.params import parse_params
 
     data = yaml.safe_load((workdir / "params.yaml").read_text())
     shards = [workdir / "split/train.pt", workdir / "split/val.pt"]
 
-    def fp(**train):
+    def fp(train=None, **trial):
         changed = copy.deepcopy(data)
-        changed["train"]["classifier"].update(train)
+        changed["hpo"]["classifier"]["trial"].update(trial)
+        changed["train"]["classifier"].update(train or {})
         params = parse_params(changed)
-        return search_fingerprint(params, "classifier", params.hpo["classifier"], shards)
+        return search_fingerprint(params, "classifier", params.hpo["classifier"],
+                                  trial_config(params, "classifier"), shards)
 
-    assert fp() == fp(lr=0.05) == fp(use_hpo=False)          # lr is searched with a default
-    assert fp() != fp(batch_size=8) and fp() != fp(epochs=3)  # trials run with these
+    assert fp() == fp(lr=0.05)                                 # lr is searched with a default
+    assert fp() == fp(train={"lr": 0.05, "epochs": 9, "use_hpo": False})  # train.* is not read
+    assert fp() != fp(batch_size=8)                            # trials run with this
 
 
-def test_no_search_when_use_hpo_is_false(workdir, monkeypatch, capsys):
+def test_search_reads_its_own_section_not_train(workdir, monkeypatch):
+    """A bad train.classifier cannot reach the search; a bad hpo.classifier.trial is named."""
     import yaml
 
     from stages import hpo as hpo_stage
 
     params = yaml.safe_load((workdir / "params.yaml").read_text())
-    params["train"]["classifier"]["use_hpo"] = False
+    params["hpo"]["classifier"]["trial"]["widths"] = "wide"
+    write_params(workdir / "params.yaml", params)
+    monkeypatch.chdir(workdir)
+    with pytest.raises(hpo_stage.ParamsError) as info:
+        hpo_stage.main(HPO_CMD[3:])
+    assert info.value.path == "hpo.classifier.trial.widths"
+
+
+def test_no_calls_passes_through(workdir, monkeypatch, capsys):
+    import yaml
+
+    from stages import hpo as hpo_stage
+
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["hpo"]["classifier"]["n_calls"] = 0
     write_params(workdir / "params.yaml", params)
     monkeypatch.chdir(workdir)
     hpo_stage.main(HPO_CMD[3:])

@@ -48,6 +48,8 @@ class ClassifierConfig:
     epochs: int = field(default=12, metadata=bounds(ge=1))
     patience: int = field(default=5, metadata=bounds(ge=0))  # 0: no early stopping
     label_smoothing: float = field(default=0.0, metadata=bounds(ge=0, lt=1))
+    # auto: bf16 autocast where the hardware has fast bf16 (CUDA, AVX512-BF16/AMX CPUs), else fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     # backbones only: weights (torchvision enum name, state-dict file or kiln checkpoint; null:
     # random), input size (0: the weights' native size), head and fine-tuning phases
     weights: str | None = None
@@ -207,9 +209,10 @@ def fit(cfg, model, train_shard, val_shard, *, params, device, generator, state:
             phase, resumed = _phase(cfg, model, epoch), None
         result = train_epoch(model, train_shard, preprocess=preprocess, optimizer=optimizer, schedule=schedule,
                              batch_size=cfg.batch_size, device=device, generator=generator, augment=augment,
-                             class_weights=weights, label_smoothing=cfg.label_smoothing)
+                             class_weights=weights, label_smoothing=cfg.label_smoothing,
+                             precision=cfg.precision)
         val_loss, val_acc = score(predict(model, val_shard, preprocess=preprocess, batch_size=256,
-                                          device=device), val_shard.labels)
+                                          device=device, precision=cfg.precision), val_shard.labels)
         row = {"train/loss": result.loss, "train/accuracy": result.accuracy, "val/loss": val_loss,
                "val/accuracy": val_acc, "lr": optimizer.param_groups[0]["lr"],
                "images_per_second": result.images_per_second}
