@@ -144,6 +144,94 @@ class Augment:
     preview: int = field(default=8, metadata=bounds(ge=1, le=64))  # originals in the preview grid
 
 
+# --- filter -------------------------------------------------------------------
+FILTER_CHECKS = ("corrupt", "too_small", "odd_aspect", "odd_size", "dark", "light",
+                 "low_information", "blurry", "exact_duplicate", "near_duplicate")
+DEMO_LABEL_NAMES = ("pot", "distractor", "junk", "exact_duplicate", "near_duplicate", "blank", "dark",
+                    "light", "blurry", "low_information", "tiny", "odd_aspect", "grayscale",
+                    "truncated", "not_image")
+
+
+@dataclass
+class FilterQuality:
+    """cleanvision-style checks; each threshold is on a score from stages/quality.py."""
+    checks: list[str] = field(default_factory=lambda: list(FILTER_CHECKS))
+    analysis_size: int = field(default=128, metadata=bounds(ge=16))  # scores on a thumbnail this big
+    min_side: int = field(default=32, metadata=bounds(ge=1))          # too_small: shorter side (px)
+    min_aspect: float = field(default=0.5, metadata=bounds(gt=0, le=1))  # odd_aspect: short/long side
+    size_ratio: float = field(default=8.0, metadata=bounds(gt=1))     # odd_size: x or / median sqrt(area)
+    dark_max: float = field(default=0.25, metadata=FRACTION)          # dark: 99th pct brightness below
+    light_min: float = field(default=0.9, metadata=FRACTION)          # light: 5th pct brightness above
+    low_info_max: float = field(default=2.0, metadata=bounds(ge=0, le=8))  # low_information: entropy bits
+    sharpness_min: float = field(default=0.1, metadata=bounds(ge=0))  # blurry: Laplacian std / grey std
+    grayscale: Literal["keep", "drop"] = "drop"
+    grayscale_tol: float = field(default=8.0, metadata=bounds(ge=0, le=255))  # channel spread (0..255)
+    near_max_distance: int = field(default=6, metadata=bounds(ge=0, le=16))  # phash bits
+
+    def validate(self, path: str) -> None:
+        for i, name in enumerate(self.checks):
+            if name not in FILTER_CHECKS:
+                raise ParamsError(f"{path}.checks.{i}", f"unknown check {name!r}; allowed: {', '.join(FILTER_CHECKS)}")
+
+
+@dataclass
+class FilterNet:
+    """One ensemble member: stages.nets.BNConvNet with one logit (P(keep))."""
+    arch: Literal["bnconv"] = "bnconv"
+    image_size: int = field(default=32, metadata=bounds(ge=16, le=256))
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64])
+    hidden: list[int] = field(default_factory=lambda: [64])
+    dropout: float = field(default=0.1, metadata=FRACTION)
+    epochs: int = field(default=8, metadata=bounds(ge=1))
+    batch_size: int = field(default=64, metadata=bounds(ge=1))
+    lr: float = field(default=0.003, metadata=bounds(gt=0))
+    weight_decay: float = field(default=0.0001, metadata=bounds(ge=0))
+
+
+@dataclass
+class DemoLabels:
+    """Ground-truth kinds or junk types of the demo corpus standing in for hand labels."""
+    keep: list[str] = field(default_factory=list)
+    reject: list[str] = field(default_factory=list)
+
+    def validate(self, path: str) -> None:
+        for side in ("keep", "reject"):
+            for i, name in enumerate(getattr(self, side)):
+                if name not in DEMO_LABEL_NAMES:
+                    raise ParamsError(f"{path}.{side}.{i}", f"unknown kind {name!r}; allowed: {', '.join(DEMO_LABEL_NAMES)}")
+
+
+@dataclass
+class FilterLabels:
+    folder: str | None = None        # <folder>/keep/*, <folder>/reject/*: hand-curated examples
+    weak: bool = False               # crawl rows as weak labels (own terms keep, negative terms reject)
+    negative_terms: list[str] = field(default_factory=list)
+    demo: DemoLabels = field(default_factory=DemoLabels)
+
+
+@dataclass
+class EnsembleFilter:
+    members: int = field(default=3, metadata=bounds(ge=1))
+    vote: Literal["all", "majority", "mean"] = "all"
+    threshold: float = field(default=0.9, metadata=PROBABILITY)
+    holdout: float = field(default=0.3, metadata=bounds(ge=0, lt=1))  # labelled share kept for scoring
+    net: FilterNet = field(default_factory=FilterNet)
+    labels: FilterLabels = field(default_factory=FilterLabels)
+
+
+@dataclass
+class Filter:
+    quality: FilterQuality = field(default_factory=FilterQuality)
+    cascade: list[str] = field(default_factory=list)          # filter names, run in this order
+    filters: dict[str, EnsembleFilter] = field(default_factory=dict)
+    contact_sheet: int = field(default=48, metadata=bounds(ge=1, le=400))  # images per reason sheet
+
+    def validate(self, path: str) -> None:
+        for i, name in enumerate(self.cascade):
+            if name not in self.filters:
+                raise ParamsError(f"{path}.cascade.{i}", f"no filter named {name!r} under {path}.filters")
+
+
 # --- family sections ----------------------------------------------------------
 def _family_sections(data: Any, path: str, families: list[str], kind: str) -> dict[str, Any]:
     """Parse ``<kind>.<family>`` with each family's own dataclass."""
@@ -173,13 +261,14 @@ class Params:
     demo: Demo
     split: Split
     augment: Augment
+    filter: Filter
     families: list[str]
     train: dict[str, Any]
     evaluate: dict[str, Any]
     raw: dict  # the parsed YAML, for fingerprints
 
 
-SECTIONS: dict[str, type] = {"base": Base, "demo": Demo, "split": Split, "augment": Augment}
+SECTIONS: dict[str, type] = {"base": Base, "demo": Demo, "split": Split, "augment": Augment, "filter": Filter}
 FAMILY_KINDS = ("train", "evaluate")
 
 
