@@ -58,14 +58,15 @@ def train_member(images: torch.Tensor, labels: np.ndarray, net_cfg, seed: int,
                  device: torch.device) -> dict:
     """Train one member on a bootstrap sample; returns its state_dict (on CPU).
 
-    images: (N, 3, S, S) uint8; labels: (N,) 1 = keep, 0 = reject. The loss weighs
-    the rarer label up (pos_weight) so a 10:1 imbalance does not teach "always keep".
+    images: (N, 3, S, S) uint8; labels: (N,) 1 = keep, 0 = reject. With ``balance`` the
+    loss weighs the rarer label up (pos_weight); without it P(keep) keeps the data's prior,
+    which a high unanimous threshold needs for the common, easy keeps.
     """
     torch.manual_seed(seed)
     sample = bootstrap_index(labels, np.random.default_rng(seed))
     x_all, y_all = images[sample], torch.as_tensor(labels[sample], dtype=torch.float32)
     n_keep = float(y_all.sum())
-    pos_weight = torch.tensor((len(y_all) - n_keep) / max(n_keep, 1.0), device=device)
+    pos_weight = torch.tensor((len(y_all) - n_keep) / max(n_keep, 1.0), device=device) if net_cfg.balance else None
     model = build_member(net_cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=net_cfg.lr, weight_decay=net_cfg.weight_decay)
     steps = net_cfg.epochs * max(1, -(-len(y_all) // net_cfg.batch_size))

@@ -160,13 +160,14 @@ class FilterQuality:
     min_side: int = field(default=32, metadata=bounds(ge=1))          # too_small: shorter side (px)
     min_aspect: float = field(default=0.5, metadata=bounds(gt=0, le=1))  # odd_aspect: short/long side
     size_ratio: float = field(default=8.0, metadata=bounds(gt=1))     # odd_size: x or / median sqrt(area)
-    dark_max: float = field(default=0.25, metadata=FRACTION)          # dark: 99th pct brightness below
-    light_min: float = field(default=0.9, metadata=FRACTION)          # light: 5th pct brightness above
-    low_info_max: float = field(default=2.0, metadata=bounds(ge=0, le=8))  # low_information: entropy bits
-    sharpness_min: float = field(default=0.1, metadata=bounds(ge=0))  # blurry: Laplacian std / grey std
+    dark_max: float = field(default=0.12, metadata=FRACTION)          # dark: 99th pct brightness below
+    light_min: float = field(default=0.7, metadata=FRACTION)          # light: 5th pct brightness above
+    low_info_max: float = field(default=0.05, metadata=FRACTION)      # low_information: grey range below
+    sharpness_min: float = field(default=0.18, metadata=bounds(ge=0))  # blurry: Laplacian std / grey std
     grayscale: Literal["keep", "drop"] = "drop"
-    grayscale_tol: float = field(default=8.0, metadata=bounds(ge=0, le=255))  # channel spread (0..255)
-    near_max_distance: int = field(default=6, metadata=bounds(ge=0, le=16))  # phash bits
+    grayscale_tol: float = field(default=4.0, metadata=bounds(ge=0, le=255))  # channel spread (0..255)
+    near_max_distance: int = field(default=14, metadata=bounds(ge=0, le=16))  # phash bits (candidates)
+    near_min_correlation: float = field(default=0.945, metadata=bounds(ge=-1, le=1))  # thumbnails (verify)
 
     def validate(self, path: str) -> None:
         for i, name in enumerate(self.checks):
@@ -186,6 +187,7 @@ class FilterNet:
     batch_size: int = field(default=64, metadata=bounds(ge=1))
     lr: float = field(default=0.003, metadata=bounds(gt=0))
     weight_decay: float = field(default=0.0001, metadata=bounds(ge=0))
+    balance: bool = False   # weigh the rarer label up in the loss (moves P(keep) towards a 50/50 prior)
 
 
 @dataclass

@@ -40,7 +40,7 @@ def test_clean_scene_passes(tmp_path):
 
 
 @pytest.mark.parametrize("name, make", [
-    ("dark", lambda: Image.fromarray((np.asarray(scene()) * 0.15).astype(np.uint8))),
+    ("dark", lambda: Image.fromarray((np.asarray(scene()) * 0.08).astype(np.uint8))),
     ("light", lambda: Image.fromarray((255 - (255 - np.asarray(scene()).astype(float)) * 0.05).astype(np.uint8))),
     ("low_information", lambda: Image.new("RGB", (96, 96), (120, 90, 200))),
     ("blurry", lambda: scene().filter(ImageFilter.GaussianBlur(4))),
@@ -53,7 +53,7 @@ def test_each_check_fires(tmp_path, name, make):
 
 
 def test_checks_can_be_switched_off(tmp_path):
-    dark = Image.fromarray((np.asarray(scene()) * 0.15).astype(np.uint8))
+    dark = Image.fromarray((np.asarray(scene()) * 0.08).astype(np.uint8))
     assert "dark" not in reasons_of(tmp_path, dark, checks=["corrupt"])
     grey = scene().convert("L").convert("RGB")
     assert "grayscale" not in reasons_of(tmp_path, grey, grayscale="keep")
