@@ -54,28 +54,42 @@ def bootstrap_index(labels: np.ndarray, generator: np.random.Generator) -> np.nd
     return generator.permutation(np.concatenate(picks))
 
 
+def epoch_order(labels: torch.Tensor, balance: bool, generator: torch.Generator) -> torch.Tensor:
+    """Indices for one epoch: a shuffle of everything, or (balance) every rarer-label
+    example plus as many of the common label, drawn afresh each epoch."""
+    if not balance:
+        return torch.randperm(len(labels), generator=generator)
+    keep_idx, reject_idx = torch.nonzero(labels > 0.5).flatten(), torch.nonzero(labels < 0.5).flatten()
+    n_each = min(len(keep_idx), len(reject_idx))
+    if n_each == 0:
+        return torch.randperm(len(labels), generator=generator)
+    picks = [side[torch.randperm(len(side), generator=generator)[:n_each]] for side in (keep_idx, reject_idx)]
+    order = torch.cat(picks)
+    return order[torch.randperm(len(order), generator=generator)]
+
+
 def train_member(images: torch.Tensor, labels: np.ndarray, net_cfg, seed: int,
                  device: torch.device) -> dict:
     """Train one member on a bootstrap sample; returns its state_dict (on CPU).
 
-    images: (N, 3, S, S) uint8; labels: (N,) 1 = keep, 0 = reject. With ``balance`` the
-    loss weighs the rarer label up (pos_weight); without it P(keep) keeps the data's prior,
-    which a high unanimous threshold needs for the common, easy keeps.
+    images: (N, 3, S, S) uint8; labels: (N,) 1 = keep, 0 = reject. With ``balance`` each
+    epoch sees every rarer-label example and an equal, fresh draw of the common label
+    (under-sampling): a 10:1 imbalance no longer teaches "always keep", and an epoch costs
+    2 x the rare count instead of N.
     """
     torch.manual_seed(seed)
     sample = bootstrap_index(labels, np.random.default_rng(seed))
     x_all, y_all = images[sample], torch.as_tensor(labels[sample], dtype=torch.float32)
-    n_keep = float(y_all.sum())
-    pos_weight = torch.tensor((len(y_all) - n_keep) / max(n_keep, 1.0), device=device) if net_cfg.balance else None
+    gen = torch.Generator().manual_seed(seed)
+    epoch_size = len(epoch_order(y_all, net_cfg.balance, torch.Generator().manual_seed(0)))
     model = build_member(net_cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=net_cfg.lr, weight_decay=net_cfg.weight_decay)
-    steps = net_cfg.epochs * max(1, -(-len(y_all) // net_cfg.batch_size))
+    steps = net_cfg.epochs * max(1, -(-epoch_size // net_cfg.batch_size))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=net_cfg.lr, total_steps=steps)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-    gen = torch.Generator().manual_seed(seed)
+    loss_fn = nn.BCEWithLogitsLoss()
     model.train()
     for _ in range(net_cfg.epochs):
-        order = torch.randperm(len(y_all), generator=gen)
+        order = epoch_order(y_all, net_cfg.balance, gen)
         for start in range(0, len(order), net_cfg.batch_size):
             idx = order[start:start + net_cfg.batch_size]
             x = to_float(x_all[idx].to(device))                  # (B, 3, S, S)

@@ -187,7 +187,7 @@ class FilterNet:
     batch_size: int = field(default=64, metadata=bounds(ge=1))
     lr: float = field(default=0.003, metadata=bounds(gt=0))
     weight_decay: float = field(default=0.0001, metadata=bounds(ge=0))
-    balance: bool = False   # weigh the rarer label up in the loss (moves P(keep) towards a 50/50 prior)
+    balance: bool = False   # each epoch: all rarer-label examples + an equal fresh draw of the other
 
 
 @dataclass

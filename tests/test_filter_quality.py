@@ -43,6 +43,7 @@ def test_clean_scene_passes(tmp_path):
     ("dark", lambda: Image.fromarray((np.asarray(scene()) * 0.08).astype(np.uint8))),
     ("light", lambda: Image.fromarray((255 - (255 - np.asarray(scene()).astype(float)) * 0.05).astype(np.uint8))),
     ("low_information", lambda: Image.new("RGB", (96, 96), (120, 90, 200))),
+    ("low_information", lambda: Image.fromarray(np.clip(RNG.normal(120, 2.5, (96, 96, 3)), 0, 255).astype(np.uint8))),
     ("blurry", lambda: scene().filter(ImageFilter.GaussianBlur(4))),
     ("too_small", lambda: scene(20, 20)),
     ("odd_aspect", lambda: scene(160, 40)),
