@@ -54,6 +54,20 @@ def bootstrap_index(labels: np.ndarray, generator: np.random.Generator) -> np.nd
     return generator.permutation(np.concatenate(picks))
 
 
+def augment_batch(images: torch.Tensor, generator: torch.Generator, max_shift: float = 0.1) -> torch.Tensor:
+    """Cheap label-preserving variation of (B, 3, S, S) uint8 images: a mirror flip, a
+    shift of up to ``max_shift`` of the side (wrapping round), and a random order of the
+    colour channels (glaze and background colours vary freely, so colour is no cue)."""
+    out = images.clone()
+    flip = torch.rand(len(out), generator=generator) < 0.5
+    out[flip] = out[flip].flip(-1)
+    limit = max(1, int(images.shape[-1] * max_shift))
+    dy, dx = (int(v) for v in torch.randint(-limit, limit + 1, (2,), generator=generator))
+    out = torch.roll(out, shifts=(dy, dx), dims=(2, 3))
+    perm = torch.randperm(3, generator=generator)
+    return out[:, perm]
+
+
 def epoch_order(labels: torch.Tensor, balance: bool, generator: torch.Generator) -> torch.Tensor:
     """Indices for one epoch: a shuffle of everything, or (balance) every rarer-label
     example plus as many of the common label, drawn afresh each epoch."""
@@ -92,9 +106,7 @@ def train_member(images: torch.Tensor, labels: np.ndarray, net_cfg, seed: int,
         order = epoch_order(y_all, net_cfg.balance, gen)
         for start in range(0, len(order), net_cfg.batch_size):
             idx = order[start:start + net_cfg.batch_size]
-            x = to_float(x_all[idx].to(device))                  # (B, 3, S, S)
-            flip = torch.rand(len(idx), generator=gen) < 0.5      # pots are mirror-symmetric
-            x[flip] = x[flip].flip(-1)
+            x = to_float(augment_batch(x_all[idx], gen).to(device))   # (B, 3, S, S)
             loss = loss_fn(model(x).squeeze(1), y_all[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

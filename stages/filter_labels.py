@@ -11,7 +11,8 @@ Three sources, in rising priority when they label the same image (same sha256):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -39,20 +40,31 @@ def load_truth(path: Path) -> list[dict]:
         raise StageError(str(err)) from err
 
 
+def _url_name(url: str | None) -> str | None:
+    return PurePosixPath(urlparse(url).path).name or None if url else None
+
+
 def join_truth(rows: list[dict], truth: list[dict]) -> list[dict | None]:
     """Ground-truth item per manifest row, joined on sha256 (for scoring and demo labels).
 
     Identical bytes served twice (an exact duplicate) give one sha256 several truth
     rows: they are handed out in order, non-junk first, so the first crawled copy
-    counts as the original and later copies as the duplicates.
+    counts as the original and later copies as the duplicates. A row whose bytes the
+    crawler re-encoded (e.g. a greyscale PNG stored as RGB) has a new sha256; it is
+    joined by the file name in its ``source_url`` / ``final_url`` instead.
     """
     by_sha: dict[str, list[dict]] = {}
     for item in sorted(truth, key=lambda t: t.get("kind") == "junk"):
         by_sha.setdefault(item["sha256"], []).append(item)
+    by_name = {PurePosixPath(item.get("file", "")).name: item for item in truth if item.get("file")}
     joined = []
     for row in rows:
         queue = by_sha.get(row.get("sha256"), [])
-        joined.append(queue.pop(0) if len(queue) > 1 else (queue[0] if queue else None))
+        item = queue.pop(0) if len(queue) > 1 else (queue[0] if queue else None)
+        if item is None:
+            names = [_url_name(row.get(key)) for key in ("final_url", "source_url")]
+            item = next((by_name[n] for n in names if n in by_name), None)
+        joined.append(item)
     return joined
 
 

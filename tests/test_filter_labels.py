@@ -25,6 +25,13 @@ def test_join_truth_hands_duplicate_bytes_out_in_order():
     assert [j and j["kind"] for j in joined] == ["pot", "junk", "pot", None]
 
 
+def test_join_truth_falls_back_to_the_served_file_name():
+    rows = [{"sha256": "reencoded", "source_url": "http://127.0.0.1:8123/files/vase-junk-00009.png?x=1"},
+            {"sha256": "other", "source_url": "http://127.0.0.1:8123/files/unknown.png"}]
+    truth = [{"sha256": "original", "kind": "junk", "junk": "grayscale", "file": "data/demo/files/vase-junk-00009.png"}]
+    assert join_truth(rows, truth) == [truth[0], None]
+
+
 def test_weak_labels_from_terms():
     rows, _ = rows_and_truth()
     examples = gather_examples(rows, None, FilterLabels(weak=True, negative_terms=["plate"]))
