@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from stages.contact import contact_sheet, save_sheet
-from stages.ensemble import ensemble_probs, run_cascade, train_member, vote
+from stages.ensemble import VOTE_MODES, ensemble_probs, run_cascade, train_member, vote
 from stages.filter_labels import Example, gather_examples, holdout_mask, join_truth, load_truth
 from stages.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from stages.params import Params, StageError, load_params, run_stage
@@ -120,6 +120,9 @@ def train_filter(name: str, position: int, fcfg, rows: list[dict], joined, stats
     if held.any():
         probs = ensemble_probs(states, fcfg.net, images[held], device)         # (K, H)
         heldout = reject_scores(labels[held] == 1, vote(probs, fcfg.vote, fcfg.threshold))
+        # the same members under every vote mode, for choosing one without retraining
+        heldout["by_vote"] = {mode: reject_scores(labels[held] == 1, vote(probs, mode, fcfg.threshold))
+                              for mode in VOTE_MODES}
     return FilterRun(name, fcfg, states, seeds, examples, held, heldout)
 
 

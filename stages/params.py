@@ -180,14 +180,21 @@ class FilterNet:
     """One ensemble member: stages.nets.BNConvNet with one logit (P(keep))."""
     arch: Literal["bnconv"] = "bnconv"
     image_size: int = field(default=32, metadata=bounds(ge=16, le=256))
-    widths: list[int] = field(default_factory=lambda: [16, 32, 64])
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     hidden: list[int] = field(default_factory=lambda: [64])
-    dropout: float = field(default=0.1, metadata=FRACTION)
-    epochs: int = field(default=8, metadata=bounds(ge=1))
+    dropout: float = field(default=0.0, metadata=FRACTION)
+    epochs: int = field(default=160, metadata=bounds(ge=1))  # with balance: passes over the rare label
     batch_size: int = field(default=64, metadata=bounds(ge=1))
     lr: float = field(default=0.003, metadata=bounds(gt=0))
     weight_decay: float = field(default=0.0001, metadata=bounds(ge=0))
-    balance: bool = False   # each epoch: all rarer-label examples + an equal fresh draw of the other
+    balance: bool = True    # each epoch: all rarer-label examples + an equal fresh draw of the other
+
+    def validate(self, path: str) -> None:
+        if not self.widths or any(w < 1 for w in self.widths):
+            raise ParamsError(f"{path}.widths", f"must be a non-empty list of positive widths (got {self.widths})")
+        if self.image_size < 2 ** len(self.widths):
+            raise ParamsError(f"{path}.image_size", f"{self.image_size} px is too small for "
+                              f"{len(self.widths)} pooling blocks (needs >= {2 ** len(self.widths)})")
 
 
 @dataclass

@@ -155,6 +155,7 @@ def test_stage_on_tiny_raw_folder(tmp_path, monkeypatch):
     ({"vote": "unanimous"}, "filter.filters.object.vote"),
     ({"threshold": 1.5}, "filter.filters.object.threshold"),
     ({"members": 0}, "filter.filters.object.members"),
+    ({"net": {"image_size": 16, "widths": [8, 8, 8, 8, 8]}}, "filter.filters.object.net.image_size"),
 ])
 def test_bad_filter_params_exit_2(tmp_path, monkeypatch, capsys, bad, key):
     monkeypatch.chdir(tmp_path)
