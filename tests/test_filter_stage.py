@@ -202,3 +202,24 @@ def test_no_reject_labels_exits_1(tmp_path, monkeypatch, capsys):
     assert exit_info.value.code == 1
     assert "filter.filters.object.labels" in capsys.readouterr().err
     assert not Path("data/filtered").exists()
+
+
+def test_two_filter_cascade_trains_and_reports_both(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    build_corpus(tmp_path)
+    section = json.loads(json.dumps(TINY_FILTER))
+    usable = json.loads(json.dumps(section["filters"]["object"]))
+    usable["labels"]["demo"] = {"keep": ["pot", "distractor"], "reject": ["dark", "blurry", "blank", "grayscale"]}
+    section["filters"]["usable"] = usable
+    section["cascade"] = ["object", "usable"]
+    write_params(tmp_path, section)
+    main(ARGS)
+    metrics = json.load(open("metrics/filter.json"))
+    assert set(metrics["filters"]) == {"object", "usable"}
+    assert metrics["filters"]["usable"]["heldout"]["n"] > 0
+    assert {p.name for p in Path("models/filter").iterdir()} == {"object.pt", "usable.pt"}
+    # 'usable' only scores images 'object' kept: none of its rejections carries an object rejection
+    for row in map(json.loads, open("data/filtered/rejected.jsonl")):
+        assert not {"filter:object", "filter:usable"} <= set(row["reasons"])
+        if "filter:usable" in row["reasons"]:
+            assert row["filter_probs"]["object"] and row["filter_probs"]["usable"]
