@@ -157,6 +157,7 @@ def _stats_summary(s: ImageStats) -> dict:
         return {"error": s.error}
     return {"width": s.width, "height": s.height, "bright_high": round(s.bright_high, 4),
             "bright_low": round(s.bright_low, 4), "entropy": round(s.entropy, 3),
+            "grey_range": round(s.grey_range, 4),
             "sharpness": round(s.sharpness, 4), "colour_spread": round(s.colour_spread, 2)}
 
 

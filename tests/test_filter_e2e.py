@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_filter_stage import TINY_FILTER, build_corpus
+from tests.test_filter_stage import TINY_FILTER
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
