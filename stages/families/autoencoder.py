@@ -80,10 +80,12 @@ def train(ctx) -> None:
     fit(ctx, model, ae_losses, lambda: {"code_shape": [ctx.cfg.code_channels, code_side, code_side]})
 
 
-def _register():
-    from stages.families.autoencoder_eval import evaluate
+def evaluate(ctx) -> dict:
+    """evaluate@autoencoder (in autoencoder_eval.py, imported when the stage runs)."""
+    from stages.families.autoencoder_eval import evaluate as run
 
-    register_family("autoencoder", train_config=AETrain, evaluate_config=AEEvaluate, train=train, evaluate=evaluate)
+    return run(ctx)
 
 
-_register()
+register_family("autoencoder", train_config=AETrain,
+                evaluate_config=AEEvaluate, train=train, evaluate=evaluate)

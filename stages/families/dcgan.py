@@ -24,11 +24,11 @@ FIELD_BANK = 64   # training fields kept per class in the checkpoint, to sample 
 class DCGANTrain:
     image_size: int = 64                  # 32 | 64 | 128
     noise_dim: int = field(default=64, metadata=bounds(ge=1))
-    gen_width: int = field(default=32, metadata=bounds(ge=4))    # generator channels at full size
-    disc_width: int = field(default=32, metadata=bounds(ge=4))
+    gen_width: int = field(default=16, metadata=bounds(ge=4))    # generator channels at full size
+    disc_width: int = field(default=16, metadata=bounds(ge=4))
     condition_fields: bool = True         # condition on the fields vector as well as the class
     per_class: bool = False               # one generator/discriminator pair per class
-    epochs: int = field(default=8, metadata=bounds(ge=1))
+    epochs: int = field(default=6, metadata=bounds(ge=1))
     batch_size: int = field(default=32, metadata=bounds(ge=2))
     lr: float = field(default=2e-4, metadata=bounds(gt=0))
     beta1: float = field(default=0.5, metadata=bounds(ge=0, lt=1))
@@ -122,11 +122,19 @@ def load_gan(path, device) -> tuple[GanSet, dict]:
     return gans.to(device), ckpt
 
 
-def _register():
-    from stages.families.dcgan_train import train
-    from stages.families.dcgan_eval import evaluate
+def train(ctx) -> None:
+    """train@dcgan (the loop lives in dcgan_train.py)."""
+    from stages.families.dcgan_train import train as run
 
-    register_family("dcgan", train_config=DCGANTrain, evaluate_config=DCGANEvaluate, train=train, evaluate=evaluate)
+    run(ctx)
 
 
-_register()
+def evaluate(ctx) -> dict:
+    """evaluate@dcgan (in dcgan_eval.py, imported when the stage runs)."""
+    from stages.families.dcgan_eval import evaluate as run
+
+    return run(ctx)
+
+
+register_family("dcgan", train_config=DCGANTrain,
+                evaluate_config=DCGANEvaluate, train=train, evaluate=evaluate)

@@ -39,13 +39,20 @@ def trivial_baseline(images: torch.Tensor, tiles: int, sigma: float, seed: int) 
     return TF.gaussian_blur(mixed.float(), [kernel, kernel], [sigma, sigma]).round().clamp(0, 255).to(torch.uint8)
 
 
-def classifier_accuracy(ctx, samples: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
-    """Share of samples the trained kiln classifier labels as their requested class."""
+def classifier_path(ctx):
+    """models/<evaluate.dcgan.classifier>/model.pt, checked before any slow work."""
     path = ctx.models_root / ctx.cfg.classifier / "model.pt"
     if not path.is_file():
         raise StageError(f"{path}: missing classifier checkpoint (evaluate@dcgan labels samples with it; "
                          f"set evaluate.dcgan.classifier: '' to skip)")
+    return path
+
+
+def classifier_accuracy(ctx, samples: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
+    """Share of samples the trained kiln classifier labels as their requested class."""
     from stages.families.classifier import load_classifier
+
+    path = classifier_path(ctx)
 
     model, clf_classes, preprocess = load_classifier(path, ctx.device)
     missing = [c for c in classes if c not in clf_classes]
@@ -65,6 +72,8 @@ def evaluate(ctx) -> dict:
     from stages.families.geneval import all_fid_metrics
 
     cfg, seed = ctx.cfg, ctx.params.base.seed
+    if cfg.classifier:
+        classifier_path(ctx)
     gans, ckpt = load_gan(ctx.checkpoint_path, ctx.device)
     test = genbase.read_shard(ctx.test_shard)
     if test.classes != gans.classes:

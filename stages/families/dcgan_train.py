@@ -113,12 +113,13 @@ def train(ctx) -> None:
     genbase.finish(ctx, final)
 
 
-def _log_epoch(live, gans: GanSet, fixed, stats: dict, seconds: float, epoch: int, cfg) -> None:
+def _log_epoch(live, gans: GanSet, fixed, stats: dict, seconds: dict, epoch: int, cfg) -> None:
     from stages.pictures import grid_image
 
     for name, value in stats.items():
         live.log_metric(name, value)
-    live.log_metric("epoch_seconds", seconds)
+    for name, value in seconds.items():
+        live.log_metric(name, value)
     labels, cond, noise = fixed
     samples = gans.generate(labels, cond, noise)             # (classes * per_class, 3, S, S)
     live.log_image(f"samples/epoch_{epoch + 1:03d}.png", grid_image(samples, nrow=cfg.grid_per_class))

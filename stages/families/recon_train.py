@@ -94,11 +94,12 @@ def _restore(model, opt, sched, state) -> int:
     return int(state["epoch"])
 
 
-def _log(live, stats: dict, seconds: float, pairs: torch.Tensor, epoch: int, per_row: int) -> None:
+def _log(live, stats: dict, seconds: dict, pairs: torch.Tensor, epoch: int, per_row: int) -> None:
     from stages.pictures import grid_image
 
     for name, value in stats.items():
         live.log_metric(name, value)
-    live.log_metric("epoch_seconds", seconds)
+    for name, value in seconds.items():
+        live.log_metric(name, value)
     live.log_image(f"reconstructions/epoch_{epoch + 1:03d}.png", grid_image(pairs, nrow=per_row))
     live.next_step()

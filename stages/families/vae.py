@@ -128,10 +128,12 @@ def train(ctx) -> None:
     fit(ctx, model, loss_fn, extra)
 
 
-def _register():
-    from stages.families.vae_eval import evaluate
+def evaluate(ctx) -> dict:
+    """evaluate@vae (in vae_eval.py, imported when the stage runs)."""
+    from stages.families.vae_eval import evaluate as run
 
-    register_family("vae", train_config=VAETrain, evaluate_config=VAEEvaluate, train=train, evaluate=evaluate)
+    return run(ctx)
 
 
-_register()
+register_family("vae", train_config=VAETrain,
+                evaluate_config=VAEEvaluate, train=train, evaluate=evaluate)
