@@ -1,0 +1,102 @@
+"""Render the demo corpus: ``python -m stages.demo --out data/demo [--params params.yaml]``.
+
+Writes, atomically, ``<out>/files/<id>.<ext>`` (pots, distractors, junk),
+``index.jsonl`` (ground truth per item), ``pots.jsonl`` (the pots as a dataset
+manifest) and ``preview.png``. Reads ``base.seed``, ``base.classes`` and ``demo``.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+from stages.demo import shapes
+from stages.demo.corpus import Rendered, plan_items, render_item
+from stages.demo.preview import write_preview
+from stages.io import atomic_dir, sha256_bytes, write_jsonl
+from stages.params import PARAMS_FILE, Base, Demo, run_stage
+from stages.schema import ParamsError, from_dict
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="kiln demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="output directory (data/demo)")
+    parser.add_argument("--params", type=Path, default=Path(PARAMS_FILE))
+    parser.add_argument("--workers", type=int, default=2, help="render processes (results do not depend on it)")
+    return parser.parse_args(argv)
+
+
+def load_demo_params(path: Path) -> tuple[Base, Demo]:
+    """Only the sections this stage reads (dvc.yaml tracks exactly these)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ParamsError("", f"cannot read {path}: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise ParamsError("", f"{path} is not valid YAML") from err
+    if not isinstance(data, dict):
+        raise ParamsError("", f"{path} must be a mapping of sections")
+    base = from_dict(Base, data.get("base"), "base")
+    demo = from_dict(Demo, data.get("demo"), "demo")
+    unknown = [name for name in base.classes if name not in shapes.CLASSES]
+    if unknown:
+        raise ParamsError("base.classes", f"the demo corpus renders only {', '.join(shapes.CLASSES)} "
+                          f"(got {', '.join(map(repr, unknown))})")
+    return base, demo
+
+
+def render_all(items, workers: int) -> list[Rendered]:
+    """Render in a process pool; results come back in plan order whatever the pool does."""
+    progress = dict(total=len(items), desc="demo", unit="img", mininterval=0.5)
+    if workers <= 1:
+        return [render_item(item) for item in tqdm(items, **progress)]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        return list(tqdm(pool.imap(render_item, items, chunksize=32), **progress))
+
+
+def index_row(rendered: Rendered, files_rel: str) -> dict:
+    item = rendered.item
+    return {"id": item.stem, "file": f"{files_rel}/{rendered.name}", "sha256": sha256_bytes(rendered.data),
+            "kind": item.kind, "class": item.cls, "junk": rendered.junk,
+            "fields": rendered.fields, "factors": rendered.factors}
+
+
+def pot_manifest_row(row: dict) -> dict:
+    return {"path": row["file"], "sha256": row["sha256"], "class": row["class"],
+            "fields": row["fields"], "factors": row["factors"], "id": row["id"]}
+
+
+def write_corpus(out: Path, rendered: list[Rendered], classes: list[str], size: int) -> list[dict]:
+    files_rel = Path(os.path.relpath(out.resolve() / "files", Path.cwd())).as_posix()
+    with atomic_dir(out) as tmp:
+        (tmp / "files").mkdir()
+        for item in rendered:
+            (tmp / "files" / item.name).write_bytes(item.data)
+        rows = [index_row(item, files_rel) for item in rendered]
+        write_jsonl(tmp / "index.jsonl", rows)
+        write_jsonl(tmp / "pots.jsonl", [pot_manifest_row(r) for r in rows if r["kind"] == "pot"])
+        write_preview(tmp / "preview.png", rendered, classes, size)
+    return rows
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    base, demo = load_demo_params(args.params)
+    start = time.perf_counter()
+    items = plan_items(base.classes, base.seed, demo.image_size, demo.n_per_class,
+                       demo.distractors_per_class, demo.junk_per_class)
+    rendered = render_all(items, max(1, args.workers))
+    rows = write_corpus(args.out, rendered, base.classes, demo.image_size)
+    counts = {kind: sum(r["kind"] == kind for r in rows) for kind in ("pot", "distractor", "junk")}
+    print(f"demo: {len(rows)} items ({counts['pot']} pots, {counts['distractor']} distractors, "
+          f"{counts['junk']} junk) for {', '.join(base.classes)} at {demo.image_size}px "
+          f"in {time.perf_counter() - start:.1f}s -> {args.out}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

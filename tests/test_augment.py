@@ -1,0 +1,43 @@
+"""augment: growth to N per class, presets, preview grid."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from PIL import Image
+
+from stages import augment, split
+from stages.params import AugmentOps, parse_params
+from stages.shards import load_shard
+from tests.conftest import write_params
+from tests.helpers import shapes_dataset
+
+
+def test_preset_is_none_when_all_ops_off():
+    assert augment.train_preset(ops=AugmentOps(), size=32) is None
+
+
+def test_preset_keeps_shape_and_dtype(repo_params):
+    ops = parse_params(repo_params).augment.offline
+    preset = augment.train_preset(ops=ops, size=32)
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    out = augment.apply_each(preset, images)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    assert not torch.equal(out, images)
+
+
+def test_stage_grows_each_class_and_writes_preview(tmp_path, repo_params):
+    manifest = shapes_dataset(tmp_path / "raw", per_class=20)
+    data = copy.deepcopy(repo_params)
+    data["base"]["image_size"] = 32
+    data["augment"]["per_class"] = 40
+    params = write_params(tmp_path / "params.yaml", data)
+    split.main(["--input", str(manifest), "--out", str(tmp_path / "split"), "--params", str(params)])
+    augment.main(["--input", str(tmp_path / "split" / "train.pt"), "--out", str(tmp_path / "aug"),
+                  "--preview", str(tmp_path / "preview"), "--params", str(params)])
+    original, grown = load_shard(tmp_path / "split" / "train.pt"), load_shard(tmp_path / "aug" / "train.pt")
+    assert grown.class_counts() == [40, 40]
+    assert torch.equal(grown.images[:len(original)], original.images)  # originals kept first
+    assert sum("#aug" in p for p in grown.paths) == 80 - len(original)
+    with Image.open(tmp_path / "preview" / "preview.png") as img:
+        assert img.width > 8 * 96 and img.height > 6 * 96

@@ -1,0 +1,127 @@
+"""End to end: the real dvc.yaml on tiny params inside a temporary git + DVC repository."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, stage_env
+
+pytestmark = pytest.mark.e2e
+
+
+def tiny_params() -> dict:
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    data["base"]["image_size"] = 32
+    data["demo"].update(n_per_class=60, image_size=48, distractors_per_class=6, junk_per_class=12)
+    data["augment"]["per_class"] = 60
+    data["train"]["classifier"].update(widths=[8, 16, 32], hidden=[32], epochs=4, batch_size=32, patience=0)
+    for family in data["families"]:
+        tiny = TINY_FAMILY_PARAMS.get(family, {})
+        data["train"][family].update(tiny.get("train", {}))
+    return data
+
+
+# Families beyond the classifier shrink their own defaults for the test.
+TINY_FAMILY_PARAMS: dict[str, dict] = {}
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=stage_env(), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def ran_stages(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("kiln-e2e")
+    shutil.copytree(REPO / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    (root / ".gitignore").write_text("/.kiln/\n__pycache__/\n")
+    run(["git", "init", "-q"], root)
+    run(["git", "config", "user.email", "test@kiln"], root)
+    run(["git", "config", "user.name", "kiln test"], root)
+    run(["dvc", "init", "-q"], root)
+    run(["dvc", "config", "core.analytics", "false"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "tiny kiln project"], root)
+    proc = run(["dvc", "repro"], root)
+    (root / "first_repro.log").write_text(proc.stdout)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "first repro"], root)
+    return root
+
+
+def test_repro_runs_the_chain_and_writes_outputs(project):
+    log = (project / "first_repro.log").read_text()
+    assert {"demo", "split", "augment", "train@classifier", "evaluate@classifier"} <= ran_stages(log)
+    metrics = json.loads((project / "metrics/eval/classifier/metrics.json").read_text())
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["images"] > 0
+    assert (project / "metrics/eval/classifier/plots/confusion.png").is_file()
+    assert (project / "metrics/augment/preview.png").is_file()
+    assert (project / "models/classifier/model.pt").is_file()
+    train_log = json.loads((project / "metrics/train/classifier/metrics.json").read_text())
+    assert train_log["step"] == 3  # four epochs logged by dvclive
+
+
+def test_second_repro_runs_nothing(project):
+    proc = run(["dvc", "repro"], project)
+    assert ran_stages(proc.stdout) == set()
+    assert run(["dvc", "status"], project).stdout.strip().endswith("up to date.")
+
+
+def test_exp_run_with_new_lr_reruns_only_train_and_evaluate(project):
+    proc = run(["dvc", "exp", "run", "-S", "train.classifier.lr=0.01", "-n", "lr01"], project)
+    assert ran_stages(proc.stdout) == {"train@classifier", "evaluate@classifier"}
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    names = json.dumps(shown)
+    assert "lr01" in names and "0.01" in names and "accuracy" in names
+
+
+def test_bad_params_stop_with_one_line_and_keep_outputs(project):
+    params = project / "params.yaml"
+    good = params.read_text()
+    before = (project / "data/split/train.pt").read_bytes()
+    data = yaml.safe_load(good)
+    data["split"]["fractions"]["val"] = 0.5
+    params.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        proc = run(["dvc", "repro", "split"], project, check=False)
+    finally:
+        params.write_text(good)
+    assert proc.returncode != 0
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("kiln: error:")]
+    assert errors == ["kiln: error: params.yaml: split.fractions: train + val + test must sum to 1 (got 1.35)"]
+    assert (project / "data/split/train.pt").read_bytes() == before
+
+
+def test_kill_9_during_training_then_repro_resumes(project):
+    data = yaml.safe_load((project / "params.yaml").read_text())
+    data["train"]["classifier"]["epochs"] = 30  # long enough to be killed mid-way
+    (project / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    resume = project / ".kiln/resume/classifier.pt"
+    proc = subprocess.Popen(["dvc", "repro", "train@classifier"], cwd=project, env=stage_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not resume.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert resume.exists(), "training never wrote an epoch checkpoint"
+    done = run(["dvc", "repro"], project)
+    assert "resuming after epoch" in done.stdout
+    assert run(["dvc", "status"], project).stdout.strip().endswith("up to date.")
+    assert not resume.exists()
