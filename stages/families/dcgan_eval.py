@@ -59,8 +59,9 @@ def classifier_accuracy(ctx, samples: torch.Tensor, labels: torch.Tensor, classe
     if missing:
         raise StageError(f"{path}: classifier does not know classes {missing} (knows {clf_classes})")
     wanted = torch.tensor([clf_classes.index(classes[i]) for i in labels.tolist()])
+    samples = genbase.resize_uint8(samples, ctx.params.base.image_size)   # the classifier's training size
     with torch.no_grad():
-        predicted = torch.cat([model(preprocess(samples[i:i + 64]).to(ctx.device)).argmax(1).cpu()
+        predicted = torch.cat([model(preprocess(samples[i:i + 64].to(ctx.device))).argmax(1).cpu()
                                for i in range(0, len(samples), 64)])
     hits = predicted == wanted
     per_class = {f"class_accuracy_{name}": hits[labels == i].float().mean().item()
