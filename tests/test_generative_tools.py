@@ -123,3 +123,17 @@ def test_grid_and_gif_writers(tmp_path):
     save_gif(frames, tmp_path / "a.gif")
     with Image.open(tmp_path / "a.gif") as gif:
         assert gif.n_frames == 4 and gif.info.get("loop") == 0
+
+
+def test_trivial_baseline_shuffles_tiles_and_keeps_colours():
+    from stages.families.dcgan_eval import trivial_baseline
+
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).view(2, 3, 8, 8)
+    shuffled = trivial_baseline(images, tiles=4, sigma=0.01, seed=0)     # sigma ~0: no visible blur
+    assert shuffled.shape == images.shape and not torch.equal(shuffled, images)
+    for i in range(2):   # the same pixels, moved as 2x2 tiles
+        assert torch.equal(shuffled[i].flatten().sort().values, images[i].flatten().sort().values)
+        assert torch.equal(shuffled[i, :, :2, :2], images[i, :, :2, :2]) or any(
+            torch.equal(shuffled[i, :, :2, :2], images[i, :, r:r + 2, c:c + 2]) for r in range(0, 8, 2) for c in range(0, 8, 2))
+    blurred = trivial_baseline(images, tiles=1, sigma=2.0, seed=0)
+    assert blurred.float().std() < images.float().std()
