@@ -48,7 +48,8 @@ def disentanglement(mu: torch.Tensor, shard, cfg) -> dict:
         return {}
     codes, factors = mu.numpy(), shard.factors.numpy()
     score, gaps = mig(codes, factors, bins=cfg.mig_bins)
-    metrics = {"mig": score, **{f"mig_{name}": float(g) for name, g in zip(shard.factor_names, gaps)}}
+    # per-factor gaps nest under one key: dvc exp show flattens them (mig_per_factor.height)
+    metrics = {"mig": score, "mig_per_factor": {name: float(g) for name, g in zip(shard.factor_names, gaps)}}
     if cfg.dci:
         metrics.update({f"dci_{k}": v for k, v in dci(codes, factors).items()})
     return metrics
