@@ -23,10 +23,10 @@ class AETrain:
     image_size: int = field(default=64, metadata=bounds(ge=16, le=256))
     widths: list[int] = field(default_factory=lambda: [32, 64, 128, 128])   # one halving each
     code_channels: int = field(default=8, metadata=bounds(ge=1))            # bottleneck channels
-    epochs: int = field(default=6, metadata=bounds(ge=1))
+    epochs: int = field(default=20, metadata=bounds(ge=1))
     batch_size: int = field(default=32, metadata=bounds(ge=2))
     lr: float = field(default=1e-3, metadata=bounds(gt=0))
-    lr_decay: float = field(default=0.9, metadata=bounds(gt=0, le=1))
+    lr_decay: float = field(default=0.95, metadata=bounds(gt=0, le=1))
 
     def validate(self, path: str) -> None:
         try:

@@ -28,7 +28,7 @@ class DCGANTrain:
     disc_width: int = field(default=16, metadata=bounds(ge=4))
     condition_fields: bool = True         # condition on the fields vector as well as the class
     per_class: bool = False               # one generator/discriminator pair per class
-    epochs: int = field(default=6, metadata=bounds(ge=1))
+    epochs: int = field(default=30, metadata=bounds(ge=1))
     batch_size: int = field(default=32, metadata=bounds(ge=2))
     lr: float = field(default=2e-4, metadata=bounds(gt=0))
     beta1: float = field(default=0.5, metadata=bounds(ge=0, lt=1))

@@ -26,15 +26,15 @@ class VAETrain:
     latent_dim: int = field(default=10, metadata=bounds(ge=2))
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])    # one halving each
     beta: float = field(default=1.0, metadata=bounds(ge=0))
-    kl_warmup_epochs: int = field(default=2, metadata=bounds(ge=0))         # 0: full β from the start
+    kl_warmup_epochs: int = field(default=3, metadata=bounds(ge=0))         # 0: full β from the start
     recon_loss: Literal["mse", "l1"] = "mse"
     perceptual_weight: float = field(default=0.05, metadata=bounds(ge=0))   # γ; 0: no perceptual loss
     perceptual_net: Literal["auto", "vgg16", "mobilenet_v2"] = "auto"       # auto: vgg16 if cached
     perceptual_layer: int = field(default=0, metadata=bounds(ge=0))         # modules of .features; 0: default
-    epochs: int = field(default=8, metadata=bounds(ge=1))
+    epochs: int = field(default=30, metadata=bounds(ge=1))
     batch_size: int = field(default=32, metadata=bounds(ge=2))
     lr: float = field(default=1e-3, metadata=bounds(gt=0))
-    lr_decay: float = field(default=0.9, metadata=bounds(gt=0, le=1))       # per epoch (castle: 0.96 / 2.5k steps)
+    lr_decay: float = field(default=0.95, metadata=bounds(gt=0, le=1))      # per epoch (castle: 0.96 / 2.5k steps)
 
     def validate(self, path: str) -> None:
         try:
