@@ -36,7 +36,11 @@ def tiny_params() -> dict:
 
 
 # Families beyond the classifier shrink their own defaults for the test.
-TINY_FAMILY_PARAMS: dict[str, dict] = {}
+TINY_FAMILY_PARAMS: dict[str, dict] = {
+    "dcgan": {"train": {"image_size": 32, "gen_width": 8, "disc_width": 8, "noise_dim": 8, "epochs": 1}},
+    "vae": {"train": {"image_size": 32, "widths": [8, 16, 32], "latent_dim": 4, "epochs": 1}},
+    "autoencoder": {"train": {"image_size": 32, "widths": [8, 16, 32], "code_channels": 4, "epochs": 1}},
+}
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

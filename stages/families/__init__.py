@@ -13,6 +13,9 @@ from typing import Callable
 # name -> module that registers it; a new family adds one line here.
 FAMILY_MODULES = {
     "classifier": "stages.families.classifier",
+    "dcgan": "stages.families.dcgan",
+    "vae": "stages.families.vae",
+    "autoencoder": "stages.families.autoencoder",
 }
 
 

@@ -1,0 +1,36 @@
+"""Strided convolutional encoder/decoder stacks shared by the VAE and the autoencoder.
+
+Each encoder stage halves H and W (conv 4x4 stride 2 -> BN -> LeakyReLU); each decoder stage
+doubles them (transposed conv 4x4 stride 2 -> BN -> ReLU). The spatial bottleneck comes from
+the strides, so no layer ever flattens a full-resolution feature map (ML2a2's memory flaw).
+"""
+from __future__ import annotations
+
+from torch import nn
+
+
+def check_size(size: int, stages: int) -> int:
+    """Side of the bottleneck map: size / 2**stages, which must be a whole number >= 1."""
+    side = size >> stages
+    if side < 1 or side << stages != size:
+        raise ValueError(f"image size {size} is not divisible by 2**{stages} (one halving per width)")
+    return side
+
+
+def encoder(widths: list[int]) -> nn.Sequential:
+    """(B, 3, S, S) -> (B, widths[-1], S / 2**len(widths), ...)."""
+    layers, c_in = [], 3
+    for width in widths:
+        layers += [nn.Conv2d(c_in, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.LeakyReLU(0.2, True)]
+        c_in = width
+    return nn.Sequential(*layers)
+
+
+def decoder(widths: list[int], c_in: int) -> nn.Sequential:
+    """(B, c_in, s, s) -> (B, 3, s * 2**len(widths), ...) in [-1, 1]; widths run from deep to shallow."""
+    layers = []
+    for width in widths[1:]:
+        layers += [nn.ConvTranspose2d(c_in, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(True)]
+        c_in = width
+    layers += [nn.ConvTranspose2d(c_in, 3, 4, 2, 1), nn.Tanh()]
+    return nn.Sequential(*layers)
