@@ -89,27 +89,37 @@ def save_checkpoint(path: Path, payload: dict) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """A checkpoint dict (weights_only: tensors and plain data, never code)."""
+    """A checkpoint dict (weights_only: tensors and plain data, never code); StageError if unusable."""
+    from stages import checkpoint
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return checkpoint.load_checkpoint(path)
     except FileNotFoundError as err:
         raise StageError(f"{path}: no checkpoint (train the family first)") from err
-    except Exception as err:   # torch raises several types for a damaged file
-        raise StageError(f"{path}: not a readable kiln checkpoint ({err.__class__.__name__})") from err
+    except ValueError as err:
+        raise StageError(str(err)) from err
+
+
+def load_model(path: Path, model_cls, config_cls, device) -> tuple[torch.nn.Module, dict]:
+    """(model in eval mode on ``device``, checkpoint dict), the model rebuilt from the saved config."""
+    from stages.schema import from_dict
+
+    ckpt = load_checkpoint(path)
+    model = model_cls(from_dict(config_cls, ckpt["config"], "checkpoint.config"))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt
 
 
 def load_resume(ctx) -> dict | None:
     """The last epoch's state when its fingerprint matches this run's, else None."""
-    if not ctx.resume_path.is_file():
-        return None
-    try:
-        state = torch.load(ctx.resume_path, map_location="cpu", weights_only=True)
-    except Exception:   # a stale or damaged resume file only costs a restart
-        return None
-    if state.get("fingerprint") != ctx.fingerprint:
-        print(f"{ctx.family}: {ctx.resume_path} is from other params or data; starting afresh")
-        return None
-    print(f"{ctx.family}: resuming after epoch {state['epoch']} from {ctx.resume_path}")
+    from stages import checkpoint
+
+    existed = ctx.resume_path.is_file()
+    state = checkpoint.load_resume(ctx.resume_path, ctx.fingerprint)  # None: absent, damaged or stale
+    if state is None and existed:
+        print(f"{ctx.family}: {ctx.resume_path} is from other params or data (or damaged); starting afresh")
+    elif state is not None:
+        print(f"{ctx.family}: resuming after epoch {state['epoch']} from {ctx.resume_path}")
     return state
 
 

@@ -218,7 +218,9 @@ class LocalSite:
 @dataclass
 class Crawl:
     engine: str = "local"      # local | bing | duckduckgo | google | folder | a key of engines
-    queries: list[Any] = field(default_factory=list)   # [{term, class, count}]
+    # [{term, class, count}]; the default searches the demo's classes, like base.classes
+    queries: list[Any] = field(default_factory=lambda: [{"term": c, "class": c, "count": 1200}
+                                                        for c in ("bowl", "vase")])
     engines: dict[str, EngineDef] = field(default_factory=dict)  # user-defined engines
     folder: str = ""           # engine: folder -> a tree <folder>/<class>/*.jpg
     allowed_types: list[str] = field(default_factory=lambda: ["image/jpeg", "image/png", "image/webp"])

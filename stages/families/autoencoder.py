@@ -64,12 +64,7 @@ def ae_losses(model: ConvAutoencoder, x: torch.Tensor, beta: float) -> dict[str,
 
 
 def load_autoencoder(path, device) -> tuple[ConvAutoencoder, dict]:
-    from stages.schema import from_dict
-
-    ckpt = genbase.load_checkpoint(path)
-    model = ConvAutoencoder(from_dict(AETrain, ckpt["config"], "checkpoint.config"))
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), ckpt
+    return genbase.load_model(path, ConvAutoencoder, AETrain, device)
 
 
 def train(ctx) -> None:

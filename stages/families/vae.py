@@ -104,12 +104,7 @@ def vae_losses(model: BetaVAE, x: torch.Tensor, cfg: VAETrain, beta: float, perc
 
 
 def load_vae(path, device) -> tuple[BetaVAE, dict]:
-    from stages.schema import from_dict
-
-    ckpt = genbase.load_checkpoint(path)
-    model = BetaVAE(from_dict(VAETrain, ckpt["config"], "checkpoint.config"))
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), ckpt
+    return genbase.load_model(path, BetaVAE, VAETrain, device)
 
 
 def train(ctx) -> None:
