@@ -29,6 +29,18 @@ class EpochResult:
         return self.images / max(self.seconds, 1e-9)
 
 
+def autocast(precision: str, device: torch.device):
+    """bf16 autocast where the hardware has fast bf16 (CUDA, or CPUs with AVX512-BF16/AMX).
+
+    'auto' picks bf16 only there; 'bf16' forces it; 'fp32' disables it. Weights,
+    optimizer state and the loss stay fp32 either way.
+    """
+    if precision == "auto":
+        fast = torch.cuda.is_bf16_supported() if device.type == "cuda" else torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        precision = "bf16" if fast else "fp32"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def make_optimizer(name: str, params, *, lr: float, weight_decay: float, momentum: float = 0.9):
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
@@ -64,7 +76,7 @@ def make_schedule(name: str, optimizer, *, epochs: int, steps_per_epoch: int, st
 def train_epoch(model: nn.Module, shard: Shard, *, preprocess: Callable, optimizer, schedule,
                 batch_size: int, device: torch.device, generator: torch.Generator,
                 augment: Callable | None = None, class_weights: torch.Tensor | None = None,
-                label_smoothing: float = 0.0) -> EpochResult:
+                label_smoothing: float = 0.0, precision: str = "fp32") -> EpochResult:
     import time
 
     model.train()
@@ -76,8 +88,9 @@ def train_epoch(model: nn.Module, shard: Shard, *, preprocess: Callable, optimiz
             images = augment(images)                               # per-image random draws
         x = preprocess(images)                                     # float (B,3,H',W')
         y = labels.to(device)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y, weight=class_weights, label_smoothing=label_smoothing)
+        with autocast(precision, device):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, weight=class_weights, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -91,12 +104,14 @@ def train_epoch(model: nn.Module, shard: Shard, *, preprocess: Callable, optimiz
 
 @torch.no_grad()
 def predict(model: nn.Module, shard: Shard, *, preprocess: Callable, batch_size: int,
-            device: torch.device) -> torch.Tensor:
+            device: torch.device, precision: str = "fp32") -> torch.Tensor:
     """Class probabilities (N, C) for every image of ``shard``, in order."""
     model.eval()
     probs = []
     for images, _, _ in iterate_batches(shard, batch_size, shuffle=False):
-        probs.append(F.softmax(model(preprocess(images.to(device))), dim=1).float().cpu())
+        with autocast(precision, device):
+            logits = model(preprocess(images.to(device)))
+        probs.append(F.softmax(logits.float(), dim=1).cpu())
     return torch.cat(probs) if probs else torch.zeros((0, len(shard.classes)))
 
 

@@ -88,7 +88,7 @@ def load_rgb(path: str | Path, size: int) -> np.ndarray:
         img.thumbnail((size, size), Image.Resampling.BILINEAR)
         canvas = Image.new("RGB", (size, size), _border_colour(img))
         canvas.paste(img, ((size - img.width) // 2, (size - img.height) // 2))
-    return np.asarray(canvas)
+    return np.array(canvas)  # writable: torch.from_numpy needs it
 
 
 def _border_colour(img: Image.Image) -> tuple[int, int, int]:

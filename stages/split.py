@@ -46,8 +46,13 @@ def read_manifest(path: Path, classes: list[str]) -> tuple[list[dict], int]:
     return kept, len(rows) - len(kept)
 
 
-def group_ids(rows: list[dict]) -> np.ndarray:
-    """One group per distinct sha256: byte-identical copies always share a split."""
+def group_ids(rows: list[dict], max_distance: int) -> np.ndarray:
+    """Group id per row: byte-identical copies, and near duplicates (perceptual hashes within
+    ``max_distance`` bits, transitively) when it is >= 0, always share a split."""
+    if max_distance >= 0:
+        from stages.neardup import group_near_duplicates
+
+        return np.array(group_near_duplicates(rows, max_distance), dtype=np.int64)
     first_seen: dict[str, int] = {}
     return np.array([first_seen.setdefault(r["sha256"], len(first_seen)) for r in rows])
 
@@ -115,10 +120,10 @@ def main(argv=None) -> None:
     rows, left_out = read_manifest(args.input, classes)
     rng = np.random.default_rng(params.base.seed)
     labels = np.array([classes.index(r["class"]) for r in rows])
-    groups = group_ids(rows)
+    images = decode_all(rows, params.base.image_size)  # first: names any undecodable file
+    groups = group_ids(rows, params.split.near_duplicates)
     fractions = vars(params.split.fractions)
     assignment = assign_splits(labels, groups, fractions, rng)
-    images = decode_all(rows, params.base.image_size)
     full = build_shard(rows, images, classes)
     cfg = params.split
     shards = {name: full.subset(np.flatnonzero(assignment == name)) for name in SPLITS}

@@ -22,7 +22,13 @@ def tiny_params() -> dict:
     data["base"]["image_size"] = 32
     data["demo"].update(n_per_class=60, image_size=48, distractors_per_class=6, junk_per_class=12)
     data["augment"]["per_class"] = 60
+    tiny_net = {"image_size": 16, "widths": [8, 16], "hidden": [16], "epochs": 8, "batch_size": 16, "lr": 0.01}
+    # mechanics, not quality: a lenient vote keeps most pots after a few epochs of tiny members
+    data["filter"]["filters"]["object"].update(members=2, net=tiny_net, vote="mean", threshold=0.2)
+    data["filter"]["contact_sheet"] = 8
     data["train"]["classifier"].update(widths=[8, 16, 32], hidden=[32], epochs=4, batch_size=32, patience=0)
+    data["hpo"]["classifier"].update(n_calls=2, n_initial_points=1, trial_epochs=1,
+                                     trial={"widths": [8, 16, 32], "hidden": [32], "batch_size": 32})
     for family in data["families"]:
         tiny = TINY_FAMILY_PARAMS.get(family, {})
         data["train"][family].update(tiny.get("train", {}))
@@ -71,7 +77,13 @@ def project(tmp_path_factory) -> Path:
 
 def test_repro_runs_the_chain_and_writes_outputs(project):
     log = (project / "first_repro.log").read_text()
-    assert {"demo", "split", "augment", "train@classifier", "evaluate@classifier"} <= ran_stages(log)
+    assert {"demo", "crawl", "filter", "split", "augment", "hpo@classifier", "train@classifier",
+            "evaluate@classifier"} <= ran_stages(log)
+    raw = (project / "data/raw/manifest.jsonl").read_text().splitlines()
+    kept = (project / "data/filtered/manifest.jsonl").read_text().splitlines()
+    assert 0 < len(kept) < len(raw)
+    assert json.loads((project / "metrics/filter.json").read_text())
+    assert json.loads((project / "metrics/hpo/classifier/metrics.json").read_text())["n_calls"] == 2
     metrics = json.loads((project / "metrics/eval/classifier/metrics.json").read_text())
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["images"] > 0
     assert (project / "metrics/eval/classifier/plots/confusion.png").is_file()
@@ -93,6 +105,22 @@ def test_exp_run_with_new_lr_reruns_only_train_and_evaluate(project):
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     names = json.dumps(shown)
     assert "lr01" in names and "0.01" in names and "accuracy" in names
+
+
+def test_filter_threshold_reruns_filter_and_what_follows_only(project):
+    proc = run(["dvc", "exp", "run", "-S", "filter.filters.object.threshold=0.25", "-n", "thr025"], project)
+    ran = ran_stages(proc.stdout)
+    assert "filter" in ran and not ran & {"demo", "crawl"}
+
+
+def test_use_hpo_trains_with_the_best_params(project):
+    from stages.checkpoint import load_checkpoint
+
+    proc = run(["dvc", "exp", "run", "-S", "train.classifier.use_hpo=true", "-n", "hpo"], project)
+    assert ran_stages(proc.stdout) == {"train@classifier", "evaluate@classifier"}
+    best = json.loads((project / "models/hpo/classifier/best_params.json").read_text())["params"]
+    trained = load_checkpoint(project / "models/classifier/model.pt")["config"]
+    assert best and all(trained[key] == value for key, value in best.items())
 
 
 def test_bad_params_stop_with_one_line_and_keep_outputs(project):

@@ -1,4 +1,6 @@
-"""classifier family: a BN CNN trained from scratch (the borges pots classifier).
+"""classifier family: a BN CNN trained from scratch (the borges pots classifier), or a
+torchvision backbone fine-tuned in phases (``arch: <torchvision name>``, see
+stages/backbones.py and stages/finetune.py).
 
 train: Adam/AdamW/SGD, cosine/step LR schedule, early stopping on validation
 loss, best-checkpoint keeping, per-epoch resume. evaluate: accuracy, per-class
@@ -14,9 +16,12 @@ from typing import Literal
 import torch
 from torch import nn
 
+from stages.backbones import ARCHS, HeadConfig, TransferNet, build_transfer_net
 from stages.batch_augment import batch_augment
 from stages.checkpoint import load_checkpoint, load_resume, rng_state, save_checkpoint, set_rng_state
 from stages.families import register_family
+from stages.finetune import PhasesConfig, enter_phase, phase_at, phase_span
+from stages.hpo import HpoConfig as ClassifierHpoConfig
 from stages.fit import make_optimizer, make_schedule, predict, score, train_epoch
 from stages.nets import BNConvNet, to_float
 from stages.params import StageError
@@ -27,7 +32,7 @@ from stages.shards import load_shard
 
 @dataclass
 class ClassifierConfig:
-    arch: Literal["bnconv"] = "bnconv"
+    arch: str = "bnconv"     # bnconv (from scratch) or a torchvision backbone (stages.backbones.ARCHS)
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     hidden: list[int] = field(default_factory=lambda: [128])
     dropout: float = field(default=0.1, metadata=bounds(ge=0, lt=1))
@@ -43,8 +48,22 @@ class ClassifierConfig:
     epochs: int = field(default=12, metadata=bounds(ge=1))
     patience: int = field(default=5, metadata=bounds(ge=0))  # 0: no early stopping
     label_smoothing: float = field(default=0.0, metadata=bounds(ge=0, lt=1))
+    # auto: bf16 autocast where the hardware has fast bf16 (CUDA, AVX512-BF16/AMX CPUs), else fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # backbones only: weights (torchvision enum name, state-dict file or kiln checkpoint; null:
+    # random), input size (0: the weights' native size), head and fine-tuning phases
+    weights: str | None = None
+    input_size: int = field(default=0, metadata=bounds(ge=0, le=1024))
+    head: HeadConfig = field(default_factory=HeadConfig)
+    phases: PhasesConfig = field(default_factory=PhasesConfig)
+    class_weights: Literal["split", "none", "balanced"] = "split"   # split: split.class_weights
+    use_hpo: bool = False    # apply hpo@classifier's best params (train --input best_params=PATH)
 
     def validate(self, path: str) -> None:
+        if self.arch != "bnconv" and self.arch not in ARCHS:
+            raise ParamsError(f"{path}.arch", f"unknown architecture {self.arch!r}; allowed: bnconv, {', '.join(ARCHS)}")
+        if self.arch != "bnconv" and 0 < self.input_size < ARCHS[self.arch].min_size:
+            raise ParamsError(f"{path}.input_size", f"{self.arch} needs at least {ARCHS[self.arch].min_size} px")
         if not self.widths or any(w < 1 for w in self.widths):
             raise ParamsError(f"{path}.widths", f"must be a non-empty list of positive ints (got {self.widths})")
         if any(h < 1 for h in self.hidden):
@@ -55,16 +74,29 @@ class ClassifierConfig:
 class ClassifierEvalConfig:
     misclassified: int = field(default=32, metadata=bounds(ge=0, le=256))  # images in the grid
     topk: int = field(default=3, metadata=bounds(ge=1))
+    heatmaps: int = field(default=16, metadata=bounds(ge=0, le=128))  # Grad-CAM images
     batch_size: int = field(default=256, metadata=bounds(ge=1))
 
 
 def build_model(cfg: ClassifierConfig, num_classes: int) -> nn.Module:
+    """The architecture with random weights (a checkpoint's state dict is loaded over it)."""
+    if cfg.arch != "bnconv":
+        return TransferNet(cfg.arch, num_classes, cfg.head, cfg.input_size)
     return BNConvNet(num_classes, widths=tuple(cfg.widths), hidden=tuple(cfg.hidden),
                      dropout=cfg.dropout, head_dropout=cfg.head_dropout)
 
 
-def make_preprocess(device: torch.device):
-    """uint8 (B,3,H,W) on device -> normalised float in channels_last (faster convs on CPU)."""
+def initial_model(cfg: ClassifierConfig, classes: list[str]) -> tuple[nn.Module, str]:
+    """The model training starts from, and a note on where its weights came from."""
+    if cfg.arch == "bnconv":
+        return build_model(cfg, len(classes)), "bnconv from scratch"
+    return build_transfer_net(cfg.arch, classes, cfg.head, cfg.weights, cfg.input_size)
+
+
+def make_preprocess(device: torch.device, cfg: ClassifierConfig | None = None):
+    """uint8 (B,3,H,W) on device -> model input. A backbone resizes and normalises itself."""
+    if cfg is not None and cfg.arch != "bnconv":
+        return lambda images: images
     def preprocess(images: torch.Tensor) -> torch.Tensor:
         return to_float(images).contiguous(memory_format=torch.channels_last)
     return preprocess
@@ -78,7 +110,7 @@ def load_classifier(path, device: torch.device | str = "cpu"):
     model = build_model(cfg, len(checkpoint["classes"]))
     model.load_state_dict(checkpoint["model"])
     model.to(device, memory_format=torch.channels_last).eval()
-    return model, list(checkpoint["classes"]), make_preprocess(torch.device(device))
+    return model, list(checkpoint["classes"]), make_preprocess(torch.device(device), cfg)
 
 
 # --- training ------------------------------------------------------------------
@@ -91,25 +123,55 @@ def _load_shards(ctx):
     return train, val
 
 
-def _class_weights(ctx, train) -> torch.Tensor | None:
-    if ctx.params.split.class_weights != "balanced":
+def _class_weights(cfg, params, train, device) -> torch.Tensor | None:
+    mode = params.split.class_weights if cfg.class_weights == "split" else cfg.class_weights
+    if mode != "balanced":
         return None
     weights = balanced_class_weights(train.labels.numpy(), len(train.classes))
-    return torch.tensor(weights, dtype=torch.float32, device=ctx.device)
+    return torch.tensor(weights, dtype=torch.float32, device=device)
 
 
-def _start_state(ctx, model, optimizer, schedule, generator) -> dict:
-    """Fresh bookkeeping, or the killed run's, restored into model/optimizer/schedule."""
+def _phase(cfg, model, epoch: int):
+    """The fine-tuning phase of ``epoch`` (None for bnconv: one phase, everything trains)."""
+    return None if cfg.arch == "bnconv" else phase_at(cfg.phases, epoch, len(model.blocks()))
+
+
+def _optimizer_for(cfg, model, epoch: int, steps: int):
+    """Optimizer and LR schedule for ``epoch``'s phase, the schedule advanced to ``epoch``."""
+    import warnings
+
+    if cfg.arch == "bnconv":
+        params, scale, (start, end) = model.parameters(), 1.0, (0, cfg.epochs)
+    else:
+        params, phase = enter_phase(model, cfg.phases, epoch, cfg.lr, cfg.weight_decay)
+        scale, (start, end) = phase.lr_scale, phase_span(cfg.phases, cfg.epochs, epoch)
+    optimizer = make_optimizer(cfg.optimizer, params, lr=cfg.lr * scale, weight_decay=cfg.weight_decay,
+                               momentum=cfg.momentum)
+    schedule = make_schedule(cfg.schedule, optimizer, epochs=end - start, steps_per_epoch=steps,
+                             step_size=cfg.step_size, gamma=cfg.gamma)
+    with warnings.catch_warnings():  # "step() before optimizer.step()": we only move the position
+        warnings.simplefilter("ignore")
+        for _ in range((epoch - start) * steps):
+            schedule.step()
+    return optimizer, schedule
+
+
+def _fresh_state() -> dict:
+    return {"epoch": 0, "best_val_loss": math.inf, "best_val_accuracy": 0.0, "best_epoch": -1,
+            "bad_epochs": 0, "history": []}
+
+
+def _start_state(ctx, model, generator) -> tuple[dict, dict | None]:
+    """Fresh bookkeeping, or the killed run's (model and RNGs restored; optimizer state returned)."""
     state = load_resume(ctx.resume_path, ctx.fingerprint)
     if state is None:
-        return {"epoch": 0, "best_val_loss": math.inf, "best_epoch": -1, "bad_epochs": 0, "history": []}
+        return _fresh_state(), None
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
     generator.set_state(state["generator"])
     set_rng_state(state["rng"])
     print(f"train@classifier: resuming after epoch {state['epoch']} from {ctx.resume_path}")
-    return {k: state[k] for k in ("epoch", "best_val_loss", "best_epoch", "bad_epochs", "history")}
+    kept = {k: state.get(k, v) for k, v in _fresh_state().items()}
+    return kept, {"optimizer": state["optimizer"], "schedule": state["schedule"]}
 
 
 def _open_live(ctx, history: list[dict]):
@@ -123,69 +185,127 @@ def _open_live(ctx, history: list[dict]):
     return live
 
 
-def train(ctx) -> None:
-    cfg, device = ctx.cfg, ctx.device
-    train_shard, val_shard = _load_shards(ctx)
-    model = build_model(cfg, len(train_shard.classes)).to(device, memory_format=torch.channels_last)
-    optimizer = make_optimizer(cfg.optimizer, model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                               momentum=cfg.momentum)
+def fit(cfg, model, train_shard, val_shard, *, params, device, generator, state: dict,
+        resumed: dict | None = None, on_epoch=None) -> dict:
+    """Train from ``state['epoch']`` to ``cfg.epochs`` (or early stop); the shards stay in memory.
+
+    The optimizer is rebuilt whenever the fine-tuning phase changes; ``resumed`` holds a
+    killed run's optimizer/schedule state, loaded when its phase is the one continuing.
+    ``on_epoch(epoch, row, improved, optimizer, schedule)`` logs and checkpoints.
+    """
     steps = max(1, len(train_shard) // cfg.batch_size)
-    schedule = make_schedule(cfg.schedule, optimizer, epochs=cfg.epochs, steps_per_epoch=steps,
-                             step_size=cfg.step_size, gamma=cfg.gamma)
-    generator = torch.Generator().manual_seed(ctx.params.base.seed)
-    state = _start_state(ctx, model, optimizer, schedule, generator)
-    online = ctx.params.augment.online
+    online = params.augment.online
     augment = lambda images: batch_augment(images, online, generator)  # noqa: E731
-    preprocess, weights = make_preprocess(device), _class_weights(ctx, train_shard)
-    live = _open_live(ctx, state["history"])
+    preprocess, weights = make_preprocess(device, cfg), _class_weights(cfg, params, train_shard, device)
+    optimizer = phase = None
     for epoch in range(state["epoch"], cfg.epochs):
+        if optimizer is None or _phase(cfg, model, epoch) != phase:
+            optimizer, schedule = _optimizer_for(cfg, model, epoch, steps)
+            if resumed is not None and epoch > 0 and _phase(cfg, model, epoch - 1) == _phase(cfg, model, epoch):
+                optimizer.load_state_dict(resumed["optimizer"])
+                schedule.load_state_dict(resumed["schedule"])
+            if phase is not None:
+                state["bad_epochs"] = 0   # a new phase is a new fit: patience starts over
+            phase, resumed = _phase(cfg, model, epoch), None
         result = train_epoch(model, train_shard, preprocess=preprocess, optimizer=optimizer, schedule=schedule,
                              batch_size=cfg.batch_size, device=device, generator=generator, augment=augment,
-                             class_weights=weights, label_smoothing=cfg.label_smoothing)
+                             class_weights=weights, label_smoothing=cfg.label_smoothing,
+                             precision=cfg.precision)
         val_loss, val_acc = score(predict(model, val_shard, preprocess=preprocess, batch_size=256,
-                                          device=device), val_shard.labels)
+                                          device=device, precision=cfg.precision), val_shard.labels)
         row = {"train/loss": result.loss, "train/accuracy": result.accuracy, "val/loss": val_loss,
                "val/accuracy": val_acc, "lr": optimizer.param_groups[0]["lr"],
                "images_per_second": result.images_per_second}
-        for name, value in row.items():
-            live.log_metric(name, value)
-        live.next_step()
         state["history"].append(row)
-        print(f"epoch {epoch + 1}/{cfg.epochs}: loss {result.loss:.4f} acc {result.accuracy:.3f} | "
-              f"val loss {val_loss:.4f} acc {val_acc:.3f} | {result.images_per_second:.0f} img/s")
-        if val_loss < state["best_val_loss"]:
-            state.update(best_val_loss=val_loss, best_epoch=epoch + 1, bad_epochs=0)
-            save_checkpoint(ctx.checkpoint_path, {
-                "family": "classifier", "model": model.state_dict(), "config": to_dict(cfg),
-                "classes": list(train_shard.classes), "epoch": epoch + 1, "image_size": ctx.params.base.image_size,
-                "val_loss": val_loss, "val_accuracy": val_acc})
+        improved = val_loss < state["best_val_loss"]
+        if improved:
+            state.update(best_val_loss=val_loss, best_val_accuracy=val_acc, best_epoch=epoch + 1, bad_epochs=0)
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
+        if on_epoch is not None:
+            on_epoch(epoch, row, improved, optimizer, schedule)
+        if cfg.patience and state["bad_epochs"] >= cfg.patience:
+            print(f"train@classifier: early stop, no val-loss improvement for {cfg.patience} epochs")
+            break
+    return state
+
+
+def _effective_config(ctx):
+    """ctx.cfg, with hpo@classifier's best params over it when ``use_hpo`` is on."""
+    from stages.hpo import apply_best_params
+
+    if not ctx.cfg.use_hpo:
+        return ctx.cfg
+    path = ctx.extra_inputs.get("best_params")
+    if path is None:
+        raise StageError("train.classifier.use_hpo is true but no --input best_params=PATH was given")
+    cfg = apply_best_params(ctx.cfg, path, "classifier")
+    print(f"train@classifier: using hpo best params from {path}")
+    return cfg
+
+
+def train(ctx) -> None:
+    cfg, device = _effective_config(ctx), ctx.device
+    train_shard, val_shard = _load_shards(ctx)
+    model, note = initial_model(cfg, list(train_shard.classes))
+    model = model.to(device, memory_format=torch.channels_last)
+    print(f"train@classifier: {cfg.arch}, {note}")
+    generator = torch.Generator().manual_seed(ctx.params.base.seed)
+    state, resumed = _start_state(ctx, model, generator)
+    live = _open_live(ctx, state["history"])
+
+    def on_epoch(epoch, row, improved, optimizer, schedule):
+        for name, value in row.items():
+            live.log_metric(name, value)
+        live.next_step()
+        print(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train/loss']:.4f} acc {row['train/accuracy']:.3f} | "
+              f"val loss {row['val/loss']:.4f} acc {row['val/accuracy']:.3f} | {row['images_per_second']:.0f} img/s")
+        if improved:
+            save_checkpoint(ctx.checkpoint_path, {
+                "family": "classifier", "model": model.state_dict(), "config": to_dict(cfg),
+                "classes": list(train_shard.classes), "epoch": epoch + 1, "image_size": ctx.params.base.image_size,
+                "val_loss": row["val/loss"], "val_accuracy": row["val/accuracy"]})
         save_checkpoint(ctx.resume_path, {
             **state, "fingerprint": ctx.fingerprint, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "generator": generator.get_state(), "rng": rng_state()})
-        if cfg.patience and state["bad_epochs"] >= cfg.patience:
-            print(f"train@classifier: early stop, no val-loss improvement for {cfg.patience} epochs")
-            break
+
+    state = fit(cfg, model, train_shard, val_shard, params=ctx.params, device=device, generator=generator,
+                state=state, resumed=resumed, on_epoch=on_epoch)
     live.log_metric("best/val_loss", state["best_val_loss"], plot=False)
     live.log_metric("best/epoch", state["best_epoch"], plot=False)
     live.end()
     ctx.resume_path.unlink(missing_ok=True)
 
 
+def hpo_trial(cfg, train_shard, val_shard, *, params, device) -> dict:
+    """hpo@classifier's objective: a training run on in-memory shards, no files written."""
+    model, _ = initial_model(cfg, list(train_shard.classes))
+    model = model.to(device, memory_format=torch.channels_last)
+    generator = torch.Generator().manual_seed(params.base.seed)
+    state = fit(cfg, model, train_shard, val_shard, params=params, device=device, generator=generator,
+                state=_fresh_state())
+    return {"val_accuracy": state["best_val_accuracy"], "val_loss": state["best_val_loss"],
+            "epochs": state["epoch"]}
+
+
 # --- evaluation ----------------------------------------------------------------
 def evaluate(ctx) -> dict:
-    from stages.families.classifier_report import write_report
+    from stages.families.classifier_report import heatmap_grid, write_report
+    from stages.pictures import save_png
 
     model, classes, preprocess = load_classifier(ctx.checkpoint_path, ctx.device)
     shard = load_shard(ctx.test_shard)
     if shard.classes != classes:
         raise StageError(f"{ctx.test_shard}: classes {shard.classes} differ from the model's {classes}")
     probs = predict(model, shard, preprocess=preprocess, batch_size=ctx.cfg.batch_size, device=ctx.device)
-    return write_report(shard, probs, ctx.out_dir, misclassified=ctx.cfg.misclassified, topk=ctx.cfg.topk)
+    metrics = write_report(shard, probs, ctx.out_dir, misclassified=ctx.cfg.misclassified, topk=ctx.cfg.topk)
+    grid = heatmap_grid(model, preprocess, shard, probs, ctx.cfg.heatmaps, ctx.device) if ctx.cfg.heatmaps else None
+    if grid is not None:
+        save_png(grid, ctx.out_dir / "plots" / "heatmaps.png")
+    return metrics
 
 
 register_family("classifier", train_config=ClassifierConfig, evaluate_config=ClassifierEvalConfig,
-                train=train, evaluate=evaluate)
+                train=train, evaluate=evaluate, hpo_config=ClassifierHpoConfig)

@@ -61,6 +61,26 @@ def misclassified_grid(shard: Shard, probs: torch.Tensor, count: int, topk: int)
                       caption_lines=k + 1)
 
 
+def heatmap_grid(model, preprocess, shard: Shard, probs: torch.Tensor, count: int, device):
+    """Grad-CAM of test images, mistakes first: each image beside its heatmap overlay."""
+    from stages.cam import grad_cam, overlay
+
+    preds = probs.argmax(1)
+    wrong = torch.nonzero(preds != shard.labels).flatten()
+    right = torch.nonzero(preds == shard.labels).flatten()
+    pick = torch.cat([wrong[: count // 2], right[: count - min(len(wrong), count // 2)]])[:count]
+    if len(pick) == 0:
+        return None
+    images = shard.images[pick]
+    heat = grad_cam(model, preprocess(images.to(device)))
+    tiles, captions = [], []
+    for i, image, blended in zip(pick.tolist(), images, overlay(images, heat)):
+        tiles += [image, blended]
+        pred = int(preds[i])
+        captions += [f"true: {shard.classes[int(shard.labels[i])]}", f"{shard.classes[pred]} {probs[i, pred]:.2f}"]
+    return image_grid(tiles, 8, captions=captions, tile=96)
+
+
 def write_report(shard: Shard, probs: torch.Tensor, out_dir: Path, *, misclassified: int, topk: int) -> dict:
     labels, preds = shard.labels.numpy(), probs.argmax(1).numpy()
     classes = shard.classes

@@ -1,0 +1,46 @@
+"""The ``kiln`` command: ``kiln <stage> [args]`` runs a stage exactly as dvc.yaml does.
+
+    kiln split --input data/demo/pots.jsonl --out data/split
+    kiln train classifier --train data/augmented/train.pt --val data/split/val.pt
+    kiln generate dcgan --help
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> module with a main(argv); kept in chain order for --help.
+COMMANDS = {
+    "demo": "stages.demo.__main__",
+    "crawl": "stages.crawl",
+    "split": "stages.split",
+    "augment": "stages.augment",
+    "hpo": "stages.hpo",
+    "train": "stages.train",
+    "evaluate": "stages.evaluate",
+    "serve": "stages.serve",
+    "classify": "stages.classify",
+}
+
+
+def usage() -> str:
+    return "usage: kiln {" + ",".join(COMMANDS) + "} [args...]\n" + (__doc__ or "")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from stages.params import run_stage
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"kiln: error: unknown command {command!r}; one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        sys.exit(2)
+    module = importlib.import_module(COMMANDS[command])
+    run_stage(module.main, rest)
+
+
+if __name__ == "__main__":
+    main()

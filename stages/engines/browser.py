@@ -1,0 +1,186 @@
+"""Drive headless Chromium (selenium 4) through an engine's results.
+
+Selenium is pointed at Debian's /usr/bin/chromedriver through ``Service`` so
+Selenium Manager never reaches for the network. Result attributes are read with one
+``execute_script`` per round (not one WebDriver call per element), so a page with
+thousands of results costs milliseconds.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+from stages.engines import extract_full_url, page_url, search_url
+from stages.params import EngineDef, StageError
+
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+INSTALL_HINT = "install them with: apt-get install chromium chromium-driver"
+CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-crash-reporter",
+                  "--disable-breakpad", "--window-size=1280,900")
+READ_RESULTS_JS = """
+const [selector, attribute] = arguments;
+return Array.from(document.querySelectorAll(selector),
+  e => attribute === '#text' ? e.textContent : e.getAttribute(attribute));
+"""
+COUNT_JS = "return document.querySelectorAll(arguments[0]).length;"
+SCROLL_JS = "window.scrollTo(0, document.body.scrollHeight);"
+
+
+@dataclass(frozen=True)
+class Collected:
+    page_url: str
+    urls: list[str]       # full-size image URLs, page order, unique, at most count
+    missing: int          # results with no readable full-size URL
+
+
+def find_chromium() -> tuple[str, str]:
+    """Paths of Chromium and ChromeDriver, or a StageError saying how to install them."""
+    browser = os.environ.get("KILN_CHROMIUM") or next(
+        (path for name in CHROMIUM_NAMES if (path := shutil.which(name))), None)
+    driver = os.environ.get("KILN_CHROMEDRIVER", CHROMEDRIVER)
+    if not browser or not os.access(browser, os.X_OK):
+        raise StageError(f"Chromium not found (looked for {', '.join(CHROMIUM_NAMES)}); {INSTALL_HINT}")
+    if not os.access(driver, os.X_OK):
+        raise StageError(f"ChromeDriver not found at {driver}; {INSTALL_HINT}")
+    return browser, driver
+
+
+# The watchdog leads a process group that ChromeDriver and Chromium join. It blocks on a
+# pipe only the crawl holds; when the crawl dies, even by SIGKILL, the pipe closes and
+# the watchdog stops its group (TERM, then KILL, itself last) and removes the profile.
+WATCHDOG = 'cat >/dev/null; trap "" TERM; kill -TERM 0; sleep 1; rm -rf "$1"; kill -KILL 0'
+
+
+def _start_watchdog(profile: str) -> subprocess.Popen:
+    return subprocess.Popen(["sh", "-c", WATCHDOG, "kiln-browser-watchdog", profile],
+                            stdin=subprocess.PIPE, preexec_fn=os.setpgrp)  # pgid == its pid
+
+
+def _stop_watchdog(watchdog: subprocess.Popen) -> None:
+    """Normal end: the browser has quit, so the watchdog goes without acting."""
+    watchdog.kill()
+    watchdog.stdin.close()
+    watchdog.wait()
+
+
+@contextlib.contextmanager
+def open_browser(crawl) -> Iterator:
+    """A headless Chromium with a fresh profile, closed (and its profile removed) on exit."""
+    from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.chrome.service import Service
+
+    browser, driver_path = find_chromium()
+    # One temp root per browser: its profile and its own temp files (Chromium's TMPDIR),
+    # removed as a whole on exit, or by the watchdog after a kill.
+    profile = tempfile.mkdtemp(prefix="kiln-chromium-")
+    os.mkdir(os.path.join(profile, "tmp"))
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={os.path.join(profile, 'user-data')}", f"--user-agent={crawl.user_agent}"):
+        options.add_argument(flag)
+    if not crawl.load_images:   # full-size URLs come from markup; thumbnails are not needed
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.images": 2})
+    watchdog = _start_watchdog(profile)
+    join_group = functools.partial(os.setpgid, 0, watchdog.pid)
+    service = Service(executable_path=driver_path, popen_kw={"preexec_fn": join_group},
+                      env={**os.environ, "TMPDIR": os.path.join(profile, "tmp")})
+    try:
+        driver = webdriver.Chrome(service=service, options=options)
+    except WebDriverException as err:
+        _stop_watchdog(watchdog)
+        shutil.rmtree(profile, ignore_errors=True)
+        first = (err.msg or str(err)).strip().splitlines()[0]
+        raise StageError(f"cannot start Chromium {browser} with {driver_path}: {first}") from None
+    try:
+        driver.set_page_load_timeout(crawl.page_load_timeout_s)
+        yield driver
+    finally:
+        driver.quit()
+        _stop_watchdog(watchdog)
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _click_first_visible(driver, selector: str) -> bool:
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+
+    for element in driver.find_elements(By.CSS_SELECTOR, selector):
+        try:
+            if element.is_displayed():
+                element.click()
+                return True
+        except WebDriverException:
+            continue   # covered or gone: try the next match
+    return False
+
+
+def _read_urls(driver, engine: EngineDef) -> tuple[list[str], int]:
+    """Unique full-size URLs in page order, and how many results had none."""
+    raw = driver.execute_script(READ_RESULTS_JS, engine.result, engine.full_url.attribute) or []
+    base = driver.current_url
+    urls = [extract_full_url(value, engine.full_url, base) for value in raw]
+    return list(dict.fromkeys(u for u in urls if u)), sum(u is None for u in urls)
+
+
+def _ended(driver, engine: EngineDef) -> bool:
+    return bool(engine.end_selector) and driver.execute_script(COUNT_JS, engine.end_selector) > 0
+
+
+def _wait_for_more(driver, engine: EngineDef, before: int, wait_s: float) -> bool:
+    """Poll until the page holds more than ``before`` results (True) or time runs out."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if driver.execute_script(COUNT_JS, engine.result) > before:
+            return True
+        if _ended(driver, engine):
+            return False
+        time.sleep(0.02)
+    return False
+
+
+def _scroll_results(driver, engine: EngineDef, count: int, crawl) -> None:
+    """Scroll (or press "more") until ``count`` results, an end marker, or patience runs out."""
+    stale = 0
+    for _ in range(crawl.max_scrolls):
+        found = driver.execute_script(COUNT_JS, engine.result)
+        if found >= count or stale >= crawl.scroll_patience or _ended(driver, engine):
+            return
+        driver.execute_script(SCROLL_JS)
+        if engine.more_selector:
+            _click_first_visible(driver, engine.more_selector)
+        stale = 0 if _wait_for_more(driver, engine, found, crawl.scroll_wait_s) else stale + 1
+
+
+def collect(driver, engine: EngineDef, term: str, count: int, crawl, origin: str = "") -> Collected:
+    """Search ``term`` and gather up to ``count`` full-size image URLs."""
+    first_page = search_url(engine, term, origin)
+    driver.get(first_page)
+    if engine.consent:
+        _click_first_visible(driver, engine.consent)
+    if engine.more != "pages":
+        _scroll_results(driver, engine, count, crawl)
+        urls, missing = _read_urls(driver, engine)
+        return Collected(first_page, urls[:count], missing)
+    urls: dict[str, None] = {}
+    missing = 0
+    for page in range(crawl.max_scrolls):
+        if page:
+            driver.get(page_url(engine, term, page, origin))
+        found, lacking = _read_urls(driver, engine)
+        new = [u for u in found if u not in urls]
+        urls.update(dict.fromkeys(new))
+        missing += lacking
+        if not new or len(urls) >= count or _ended(driver, engine):
+            break
+    return Collected(first_page, list(urls)[:count], missing)

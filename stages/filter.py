@@ -1,0 +1,307 @@
+"""filter: python -m stages.filter --input data/raw/manifest.jsonl --out data/filtered [--truth ...].
+
+Runs the data-quality checks (stages/quality.py) over every crawled image, then
+a cascade of ensemble filters (stages/ensemble.py) over the survivors. Kept images
+are copied to ``<out>/<class>/<sha256>.<ext>`` with ``<out>/manifest.jsonl`` (the
+raw rows plus ``phash`` and ``raw_path``); every rejected image goes to
+``<out>/rejected.jsonl`` with its reasons. Nothing in data/raw is touched.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from stages.contact import contact_sheet, save_sheet
+from stages.ensemble import VOTE_MODES, ensemble_probs, run_cascade, train_member, vote
+from stages.filter_labels import Example, gather_examples, holdout_mask, join_truth, load_truth
+from stages.io import atomic_dir, read_jsonl, write_json, write_jsonl
+from stages.params import Params, StageError, load_params, run_stage
+from stages.quality import ImageStats, measure, quality_reasons
+from stages.runtime import pick_device, seed_everything, set_threads
+from stages.schema import to_dict
+from stages.shards import load_rgb
+
+FILTER_PREFIX = "filter:"   # reason of an image an ensemble filter rejected, e.g. filter:object
+
+
+@dataclass
+class FilterRun:
+    """One trained cascade filter and the labelled examples it saw."""
+    name: str
+    cfg: object                 # EnsembleFilter
+    states: list[dict]          # member state_dicts
+    seeds: list[int]
+    examples: list[Example]
+    held: np.ndarray            # (E,) bool: example held out for scoring
+    heldout: dict               # precision / recall / F1 on the held-out examples
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="kiln filter", description=__doc__.splitlines()[0])
+    parser.add_argument("--input", type=Path, required=True, help="raw dataset manifest (.jsonl)")
+    parser.add_argument("--out", type=Path, default=Path("data/filtered"))
+    parser.add_argument("--models", type=Path, default=Path("models/filter"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/filter.json"))
+    parser.add_argument("--sheets", type=Path, default=Path("metrics/filter"),
+                        help="folder for the contact sheets of rejected images")
+    parser.add_argument("--truth", type=Path, default=None,
+                        help="demo ground truth (index.jsonl): scoring and demo labels")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    return parser.parse_args(argv)
+
+
+def load_manifest(path: Path) -> list[dict]:
+    try:
+        rows = read_jsonl(path)
+    except FileNotFoundError as err:
+        raise StageError(f"{path}: input manifest not found (run the crawl stage first)") from err
+    except ValueError as err:
+        raise StageError(str(err)) from err
+    for line_no, row in enumerate(rows, 1):
+        missing = [key for key in ("path", "sha256", "class") if not isinstance(row.get(key), str)]
+        if missing:
+            raise StageError(f"{path}:{line_no}: row lacks {', '.join(missing)}")
+        if "/" in row["class"] or row["class"] in ("", ".", ".."):
+            raise StageError(f"{path}:{line_no}: class {row['class']!r} is not a folder name")
+    return rows
+
+
+def load_net_images(paths: list[str], size: int) -> torch.Tensor:
+    """(N, 3, size, size) uint8, letterboxed like the training shards; unreadable files are zeros."""
+    arrays = []
+    for path in paths:
+        try:
+            arrays.append(load_rgb(path, size))
+        except (OSError, ValueError):
+            arrays.append(np.zeros((size, size, 3), dtype=np.uint8))
+    stacked = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), dtype=np.uint8)
+    return torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
+
+
+def reject_scores(keep_true: np.ndarray, keep_pred: np.ndarray) -> dict:
+    """Precision / recall / F1 of rejecting (the positive class is 'reject')."""
+    keep_true, keep_pred = np.asarray(keep_true, bool), np.asarray(keep_pred, bool)
+    tp = int((~keep_pred & ~keep_true).sum())
+    fp = int((~keep_pred & keep_true).sum())
+    fn = int((keep_pred & ~keep_true).sum())
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    f1 = (2 * precision * recall / (precision + recall)
+          if precision is not None and recall is not None and precision + recall > 0 else None)
+    kept_of_keep = float(keep_pred[keep_true].mean()) if keep_true.any() else None
+    return {"precision": precision, "recall": recall, "f1": f1, "keep_recall": kept_of_keep,
+            "n": int(len(keep_true)), "n_reject": int((~keep_true).sum())}
+
+
+def train_filter(name: str, position: int, fcfg, rows: list[dict], joined, stats: list[ImageStats],
+                 params: Params, device: torch.device) -> FilterRun:
+    """Gather labels, hold some out, train the K members, score them on the held-out part."""
+    examples = [e for e in gather_examples(rows, joined, fcfg.labels)
+                if e.row is None or stats[e.row].error is None]
+    labels = np.array([e.keep for e in examples], dtype=np.int64)
+    n_keep, n_reject = int(labels.sum()), int(len(labels) - labels.sum())
+    if n_keep == 0 or n_reject == 0:
+        raise StageError(f"filter.filters.{name}.labels: needs both keep and reject examples "
+                         f"(found {n_keep} keep, {n_reject} reject)")
+    seed = params.base.seed + 1000 * (position + 1)
+    held = holdout_mask(examples, fcfg.holdout, seed)
+    images = load_net_images([e.path for e in examples], fcfg.net.image_size)   # (E, 3, S, S)
+    seeds = [seed + k for k in range(fcfg.members)]
+    states = [train_member(images[~held], labels[~held], fcfg.net, s, device)
+              for s in tqdm(seeds, desc=f"filter {name}: members", leave=False)]
+    heldout = {"n": 0}
+    if held.any():
+        probs = ensemble_probs(states, fcfg.net, images[held], device)         # (K, H)
+        heldout = reject_scores(labels[held] == 1, vote(probs, fcfg.vote, fcfg.threshold))
+        # the same members under every vote mode, for choosing one without retraining
+        heldout["by_vote"] = {mode: reject_scores(labels[held] == 1, vote(probs, mode, fcfg.threshold))
+                              for mode in VOTE_MODES}
+    return FilterRun(name, fcfg, states, seeds, examples, held, heldout)
+
+
+def measure_all(rows: list[dict], analysis_size: int) -> list[ImageStats]:
+    return [measure(row["path"], analysis_size) for row in tqdm(rows, desc="filter: quality", leave=False)]
+
+
+def apply_cascade(runs: list[FilterRun], rows: list[dict], alive: np.ndarray,
+                  device: torch.device) -> tuple[list[str | None], dict[int, dict]]:
+    """Run the filters in order over the rows still alive; per row the rejecting filter and member probs."""
+    cache: dict[int, torch.Tensor] = {}
+    probs_of: dict[int, dict] = {}
+
+    def decider(run: FilterRun):
+        def decide(index: np.ndarray) -> np.ndarray:
+            size = run.cfg.net.image_size
+            if size not in cache:
+                cache[size] = load_net_images([row["path"] for row in rows], size)
+            probs = ensemble_probs(run.states, run.cfg.net, cache[size][torch.as_tensor(index)], device)
+            for col, i in enumerate(index.tolist()):
+                probs_of.setdefault(i, {})[run.name] = [round(float(p), 4) for p in probs[:, col]]
+            return vote(probs, run.cfg.vote, run.cfg.threshold)
+        return decide
+
+    rejected_by = run_cascade([(run.name, decider(run)) for run in runs], len(rows), alive)
+    return rejected_by, probs_of
+
+
+# --- outputs ---------------------------------------------------------------------
+def _stats_summary(s: ImageStats) -> dict:
+    if s.error is not None:
+        return {"error": s.error}
+    return {"width": s.width, "height": s.height, "bright_high": round(s.bright_high, 4),
+            "bright_low": round(s.bright_low, 4), "entropy": round(s.entropy, 3),
+            "grey_range": round(s.grey_range, 4),
+            "sharpness": round(s.sharpness, 4), "colour_spread": round(s.colour_spread, 2)}
+
+
+def write_filtered(out: Path, rows: list[dict], reasons: list[list[str]], details: list[dict],
+                   stats: list[ImageStats], probs_of: dict[int, dict]) -> tuple[list[dict], list[dict]]:
+    """Copy kept images to out/<class>/<sha256><ext>; write manifest.jsonl and rejected.jsonl."""
+    kept, rejected = [], []
+    with atomic_dir(out) as tmp:
+        for i, row in enumerate(tqdm(rows, desc="filter: write", leave=False)):
+            extra = {"phash": stats[i].phash or None}
+            if reasons[i]:
+                info = {"reasons": reasons[i], "quality": _stats_summary(stats[i]), **extra}
+                if "duplicate_of" in details[i]:
+                    info["duplicate_of"] = rows[details[i]["duplicate_of"]]["path"]
+                if i in probs_of:
+                    info["filter_probs"] = probs_of[i]
+                rejected.append({**row, **info})
+                continue
+            name = f"{row['sha256']}{Path(row['path']).suffix.lower()}"
+            (tmp / row["class"]).mkdir(exist_ok=True)
+            shutil.copyfile(row["path"], tmp / row["class"] / name)
+            kept.append({**row, **extra, "path": str(PurePosixPath(out.as_posix(), row["class"], name)),
+                         "raw_path": row["path"]})
+        write_jsonl(tmp / "manifest.jsonl", kept)
+        write_jsonl(tmp / "rejected.jsonl", rejected)
+    return kept, rejected
+
+
+def save_models(models: Path, runs: list[FilterRun]) -> None:
+    """models/filter/<name>.pt: member state_dicts + config, never a pickled module."""
+    with atomic_dir(models) as tmp:
+        for run in runs:
+            torch.save({"members": run.states, "seeds": run.seeds, "config": to_dict(run.cfg),
+                        "classes": ["reject", "keep"], "epoch": run.cfg.net.epochs}, tmp / f"{run.name}.pt")
+
+
+def save_sheets(folder: Path, rejected: list[dict], per_sheet: int) -> list[str]:
+    """One contact sheet per reason (its first ``per_sheet`` images), captioned with the class."""
+    by_reason: dict[str, list[dict]] = {}
+    for row in rejected:
+        for reason in row["reasons"]:
+            by_reason.setdefault(reason, []).append(row)
+    with atomic_dir(folder) as tmp:
+        for reason, members in sorted(by_reason.items()):
+            shown = members[:per_sheet]
+            sheet = contact_sheet([r["path"] for r in shown], [r["class"] for r in shown])
+            save_sheet(tmp / f"{reason.replace(':', '-')}.png", sheet)
+    return sorted(by_reason)
+
+
+# --- scoring against the demo's ground truth --------------------------------------
+def _share(hit: np.ndarray, of: np.ndarray) -> float | None:
+    return round(float(hit[of].mean()), 4) if of.any() else None
+
+
+def demo_scores(joined: list[dict | None], reasons: list[list[str]], rows_mask: np.ndarray) -> dict:
+    """Junk and distractor rejection against ground truth, over the rows in ``rows_mask``."""
+    kind = np.array([(item or {}).get("kind") for item in joined], dtype=object)
+    junk_type = np.array([(item or {}).get("junk") for item in joined], dtype=object)
+    rejected = np.array([bool(r) for r in reasons]) & rows_mask
+    by_quality = np.array([any(not x.startswith(FILTER_PREFIX) for x in r) for r in reasons]) & rows_mask
+    by_ensemble = np.array([any(x.startswith(FILTER_PREFIX) for x in r) for r in reasons]) & rows_mask
+    junk, distractor, pot = (kind == "junk") & rows_mask, (kind == "distractor") & rows_mask, (kind == "pot") & rows_mask
+    flagged_junk = by_quality.sum()
+    scores = {
+        "n": {"junk": int(junk.sum()), "distractor": int(distractor.sum()), "pot": int(pot.sum())},
+        "junk_recall": _share(rejected, junk), "junk_recall_quality": _share(by_quality, junk),
+        "junk_precision": round(float((by_quality & junk).sum() / flagged_junk), 4) if flagged_junk else None,
+        "distractor_recall": _share(rejected, distractor),
+        "distractor_recall_ensemble": _share(by_ensemble, distractor),
+        "pots_kept": _share(~rejected, pot),
+        "junk_recall_by_type": {t: _share(rejected, junk & (junk_type == t))
+                                for t in sorted({t for t in junk_type[junk] if t})},
+    }
+    pot_reasons: dict[str, int] = {}
+    for i in np.nonzero(pot & rejected)[0]:
+        for reason in reasons[i]:
+            pot_reasons[reason] = pot_reasons.get(reason, 0) + 1
+    scores["pots_rejected_by_reason"] = dict(sorted(pot_reasons.items()))
+    return scores
+
+
+def demo_metrics(joined: list[dict | None], reasons: list[list[str]], runs: list[FilterRun]) -> dict:
+    """Scores over every crawled row, and over the rows no filter trained on."""
+    everything = np.array([item is not None for item in joined])
+    trained_on = np.zeros(len(joined), dtype=bool)
+    for run in runs:
+        for ex, held in zip(run.examples, run.held):
+            if ex.row is not None and not held:
+                trained_on[ex.row] = True
+    return {"all": demo_scores(joined, reasons, everything),
+            "heldout": demo_scores(joined, reasons, everything & ~trained_on),
+            "not_in_truth": int((~everything).sum())}
+
+
+def count_reasons(reasons: list[list[str]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for rs in reasons:
+        for reason in rs:
+            counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+# --- the stage --------------------------------------------------------------------
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    params = load_params(args.params)
+    cfg = params.filter
+    rows = load_manifest(args.input)
+    joined = join_truth(rows, load_truth(args.truth)) if args.truth else None
+    set_threads(params.base.threads)
+    seed_everything(params.base.seed)
+    device = pick_device(params.base.device)
+
+    start = time.perf_counter()
+    stats = measure_all(rows, cfg.quality.analysis_size)
+    reasons, details = quality_reasons(stats, cfg.quality)
+    quality_s = time.perf_counter() - start
+    runs = [train_filter(name, k, cfg.filters[name], rows, joined, stats, params, device)
+            for k, name in enumerate(cfg.cascade)]
+    start_apply = time.perf_counter()
+    alive = np.array([not r for r in reasons], dtype=bool)
+    rejected_by, probs_of = apply_cascade(runs, rows, alive, device)
+    apply_s = time.perf_counter() - start_apply
+    for i, name in enumerate(rejected_by):
+        if name is not None:
+            reasons[i].append(FILTER_PREFIX + name)
+
+    kept, rejected = write_filtered(args.out, rows, reasons, details, stats, probs_of)
+    save_models(args.models, runs)
+    sheets = save_sheets(args.sheets, rejected, cfg.contact_sheet)
+    metrics = {"counts": {"input": len(rows), "kept": len(kept), "rejected": len(rejected),
+                          "by_reason": count_reasons(reasons)},
+               "filters": {run.name: {"heldout": run.heldout, "n_train": int((~run.held).sum()),
+                                      "vote": run.cfg.vote, "threshold": run.cfg.threshold,
+                                      "members": run.cfg.members} for run in runs},
+               "sheets": sheets}
+    if joined is not None:
+        metrics["demo"] = demo_metrics(joined, reasons, runs)
+    write_json(args.metrics, metrics)
+    print(f"filter: kept {len(kept)} of {len(rows)} images, rejected {len(rejected)} "
+          f"{metrics['counts']['by_reason']}; quality {len(rows) / max(quality_s, 1e-9):.0f} img/s, "
+          f"cascade {int(alive.sum()) / max(apply_s, 1e-9):.0f} img/s on {device}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,80 @@
+"""Vote modes and the cascade, on cases where they disagree; members train independently."""
+import numpy as np
+import pytest
+import torch
+
+from stages.ensemble import bootstrap_index, ensemble_probs, run_cascade, train_member, vote
+from stages.params import FilterNet
+
+# three members, five images: columns are images
+PROBS = np.array([
+    [0.95, 0.95, 0.95, 0.20, 0.99],
+    [0.95, 0.95, 0.50, 0.30, 0.99],
+    [0.95, 0.50, 0.50, 0.99, 0.85],
+])
+
+
+def test_vote_modes_disagree():
+    # image 1: two of three sure -> majority keeps, unanimity does not; mean 0.80 < 0.9
+    # image 4: all confident but one at 0.85 -> only 'all' rejects; mean 0.943 keeps
+    assert vote(PROBS, "all", 0.9).tolist() == [True, False, False, False, False]
+    assert vote(PROBS, "majority", 0.9).tolist() == [True, True, False, False, True]
+    assert vote(PROBS, "mean", 0.9).tolist() == [True, False, False, False, True]
+    # a lower threshold: the mean keeps image 3 (0.497 < 0.5 rejects, 0.49 threshold keeps)
+    assert vote(PROBS, "mean", 0.49).tolist() == [True, True, True, True, True]
+    assert vote(PROBS, "all", 0.49).tolist() == [True, True, True, False, True]
+
+
+def test_majority_needs_more_than_half():
+    two_members = np.array([[0.95, 0.95], [0.1, 0.95]])
+    assert vote(two_members, "majority", 0.9).tolist() == [False, True]
+
+
+def test_vote_rejects_bad_input():
+    with pytest.raises(ValueError):
+        vote(PROBS, "unanimous", 0.9)
+    with pytest.raises(ValueError):
+        vote(PROBS[0], "all", 0.9)
+
+
+def test_cascade_order_and_visibility():
+    seen = {}
+
+    def make(name, keep_set):
+        def decide(index):
+            seen[name] = index.tolist()
+            return np.array([i in keep_set for i in index])
+        return decide
+
+    alive = np.array([True, True, True, True, False])   # image 4 rejected upstream
+    result = run_cascade([("object", make("object", {0, 1, 2})), ("usable", make("usable", {0, 3}))], 5, alive)
+    assert seen["object"] == [0, 1, 2, 3]
+    assert seen["usable"] == [0, 1, 2]           # only what 'object' kept
+    assert result == [None, "usable", "usable", "object", None]
+    # reversed order: image 3 is now rejected by 'object' after passing 'usable', 1 and 2 by 'usable'
+    seen.clear()
+    result = run_cascade([("usable", make("usable", {0, 3})), ("object", make("object", {0, 1, 2}))], 5, alive)
+    assert result == [None, "usable", "usable", "object", None]
+    assert seen["object"] == [0, 3]
+
+
+def test_bootstrap_keeps_both_labels_and_differs_by_seed():
+    labels = np.array([1] * 50 + [0] * 5)
+    a = bootstrap_index(labels, np.random.default_rng(1))
+    b = bootstrap_index(labels, np.random.default_rng(2))
+    assert len(a) == len(labels) and (labels[a] == 0).sum() == 5
+    assert not np.array_equal(np.sort(a), np.sort(b))
+
+
+def test_members_learn_a_separable_rule_and_differ():
+    # keep = bright images, reject = dark ones: a rule one epoch can learn
+    gen = torch.Generator().manual_seed(0)
+    bright = torch.randint(150, 255, (48, 3, 16, 16), generator=gen, dtype=torch.uint8)
+    dark = torch.randint(0, 60, (48, 3, 16, 16), generator=gen, dtype=torch.uint8)
+    images, labels = torch.cat([bright, dark]), np.array([1] * 48 + [0] * 48)
+    cfg = FilterNet(image_size=16, widths=[8, 16], hidden=[16], epochs=6, batch_size=16, lr=0.01)
+    states = [train_member(images, labels, cfg, seed, torch.device("cpu")) for seed in (1, 2)]
+    probs = ensemble_probs(states, cfg, images, torch.device("cpu"))    # (2, 96)
+    assert probs.shape == (2, 96)
+    assert (probs[:, :48].mean(axis=1) > 0.8).all() and (probs[:, 48:].mean(axis=1) < 0.2).all()
+    assert not torch.equal(states[0]["head.0.weight"], states[1]["head.0.weight"])

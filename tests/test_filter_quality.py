@@ -1,0 +1,104 @@
+"""Each quality check on images built to fail exactly that check."""
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from stages.params import FilterQuality
+from stages.quality import measure, per_image_reasons, quality_reasons
+
+RNG = np.random.default_rng(0)
+
+
+def scene(width=96, height=96, seed=0) -> Image.Image:
+    """A sharp, colourful test picture: a shaded disc on a textured background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = rng.integers(60, 200, size=3)
+    img = np.zeros((height, width, 3)) + base
+    img += rng.normal(0, 12, size=(height, width, 1))                     # texture
+    cx, cy = rng.uniform(0.3, 0.7, size=2) * (width, height)
+    rx, ry = rng.uniform(0.15, 0.3, size=2) * (width, height)
+    disc = (xx - cx) ** 2 / rx ** 2 + (yy - cy) ** 2 / ry ** 2 < 1
+    colour = rng.integers(0, 255, size=3)
+    img[disc] = colour * (0.6 + 0.4 * xx[disc, None] / width)
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def save(tmp_path, name, img) -> str:
+    path = tmp_path / name
+    img.save(path)
+    return str(path)
+
+
+def reasons_of(tmp_path, img, **overrides):
+    cfg = FilterQuality(**overrides)
+    return per_image_reasons(measure(save(tmp_path, "x.png", img), cfg.analysis_size), cfg)
+
+
+def test_clean_scene_passes(tmp_path):
+    assert reasons_of(tmp_path, scene()) == []
+
+
+@pytest.mark.parametrize("name, make", [
+    ("dark", lambda: Image.fromarray((np.asarray(scene()) * 0.08).astype(np.uint8))),
+    ("light", lambda: Image.fromarray((255 - (255 - np.asarray(scene()).astype(float)) * 0.05).astype(np.uint8))),
+    ("low_information", lambda: Image.new("RGB", (96, 96), (120, 90, 200))),
+    ("low_information", lambda: Image.fromarray(np.clip(RNG.normal(120, 2.5, (96, 96, 3)), 0, 255).astype(np.uint8))),
+    ("blurry", lambda: scene().filter(ImageFilter.GaussianBlur(4))),
+    ("too_small", lambda: scene(20, 20)),
+    ("odd_aspect", lambda: scene(160, 40)),
+    ("grayscale", lambda: scene().convert("L").convert("RGB")),
+])
+def test_each_check_fires(tmp_path, name, make):
+    assert name in reasons_of(tmp_path, make())
+
+
+def test_checks_can_be_switched_off(tmp_path):
+    dark = Image.fromarray((np.asarray(scene()) * 0.08).astype(np.uint8))
+    assert "dark" not in reasons_of(tmp_path, dark, checks=["corrupt"])
+    grey = scene().convert("L").convert("RGB")
+    assert "grayscale" not in reasons_of(tmp_path, grey, grayscale="keep")
+
+
+@pytest.mark.parametrize("content", [b"not an image at all", "truncated"])
+def test_corrupt_files(tmp_path, content):
+    path = tmp_path / "bad.png"
+    if content == "truncated":
+        scene().save(path)
+        content = path.read_bytes()[:200]
+    path.write_bytes(content)
+    stats = measure(path, 128)
+    assert stats.error is not None
+    assert per_image_reasons(stats, FilterQuality()) == ["corrupt"]
+
+
+def test_missing_file_is_corrupt(tmp_path):
+    assert per_image_reasons(measure(tmp_path / "nope.png", 128), FilterQuality()) == ["corrupt"]
+
+
+def test_collection_checks(tmp_path):
+    original = scene(seed=1)
+    paths = [save(tmp_path, "orig.png", original)]
+    paths.append(str(tmp_path / "same_pixels.png"))
+    original.save(paths[-1], compress_level=0)          # other bytes, identical pixels
+    brighter = np.clip(np.asarray(original).astype(int) + 4, 0, 255).astype(np.uint8)
+    paths.append(save(tmp_path, "near.png", Image.fromarray(brighter)))
+    paths += [save(tmp_path, f"other{k}.png", scene(seed=10 + k)) for k in range(4)]
+    paths.append(save(tmp_path, "huge.png", scene(96 * 9, 96 * 9, seed=20)))
+    cfg = FilterQuality()
+    reasons, details = quality_reasons([measure(p, cfg.analysis_size) for p in paths], cfg)
+    assert reasons[0] == []                                 # the first copy is kept
+    assert reasons[1] == ["exact_duplicate"] and details[1]["duplicate_of"] == 0
+    assert reasons[2] == ["near_duplicate"] and details[2]["duplicate_of"] == 0
+    assert all(r == [] for r in reasons[3:7])
+    assert reasons[7] == ["odd_size"]
+
+
+def test_duplicate_keeper_prefers_a_clean_larger_copy(tmp_path):
+    big = scene(128, 128, seed=3)
+    small = big.resize((96, 96))
+    paths = [save(tmp_path, "small.png", small), save(tmp_path, "big.png", big)]
+    cfg = FilterQuality()
+    reasons, details = quality_reasons([measure(p, cfg.analysis_size) for p in paths], cfg)
+    assert reasons == [["near_duplicate"], []]
+    assert details[0]["duplicate_of"] == 1
