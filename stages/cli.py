@@ -19,6 +19,7 @@ COMMANDS = {
     "train": "stages.train",
     "evaluate": "stages.evaluate",
     "serve": "stages.serve",
+    "generate": "stages.generate",
     "classify": "stages.classify",
 }
 

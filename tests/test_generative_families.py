@@ -19,6 +19,8 @@ from stages import genbase
 from stages import train as train_stage
 from stages.schema import ParamsError
 
+REPO = Path(__file__).resolve().parents[1]
+
 TINY = {
     "dcgan": {"image_size": 32, "epochs": 1, "gen_width": 8, "disc_width": 8, "noise_dim": 8, "batch_size": 16,
               "grid_per_class": 4},
@@ -36,8 +38,9 @@ TINY_EVAL = {
 def write_params(root: Path, train_overrides: dict | None = None, eval_overrides: dict | None = None) -> None:
     train = {k: {**v, **(train_overrides or {}).get(k, {})} for k, v in TINY.items()}
     evaluate = {k: {**v, **(eval_overrides or {}).get(k, {})} for k, v in TINY_EVAL.items()}
-    params = {"base": {"seed": 3, "image_size": 32, "device": "cpu", "threads": 1},
-              "families": list(TINY), "train": train, "evaluate": evaluate}
+    params = yaml.safe_load((REPO / "params.yaml").read_text())   # the other sections as shipped
+    params["base"].update(seed=3, image_size=32, device="cpu", threads=1)
+    params.update(families=list(TINY), train=train, evaluate=evaluate)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 

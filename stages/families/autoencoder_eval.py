@@ -7,7 +7,7 @@ import torch
 
 from stages import genbase
 from stages.families.autoencoder import load_autoencoder
-from stages.families.geneval import pairs_grid, reconstruct, reconstruction_metrics
+from stages.families.geneval import balanced_pick, pairs_grid, reconstruct, reconstruction_metrics
 from stages.genmetrics import cluster_agreement
 from stages.pictures import save_grid, scatter_plot
 
@@ -48,7 +48,8 @@ def evaluate(ctx) -> dict:
                "code_dim": int(codes.shape[1])}
     plots = ctx.out_dir / "plots"
     shown = min(cfg.grid, len(images))
-    save_grid(pairs_grid(images[:2 * shown], recon[:2 * shown], shown), plots / "reconstructions.png", nrow=shown)
+    pick = balanced_pick(test.labels, 2 * shown)
+    save_grid(pairs_grid(images[pick], recon[pick], shown), plots / "reconstructions.png", nrow=shown)
     scatter_plot(points, labels, test.classes, plots / "latent_pca.png", "autoencoder codes: PCA, by class")
     scatter_plot(points, clusters, [f"cluster {i}" for i in range(k)], plots / "latent_kmeans.png",
                  f"k-means (k={k}) on codes: NMI {metrics['kmeans_nmi']:.2f}", extra_points=centres)

@@ -51,6 +51,13 @@ def reconstruction_metrics(images: torch.Tensor, recon: torch.Tensor) -> dict[st
             "recon_ssim": ssim(recon, x).mean().item()}
 
 
+def balanced_pick(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """Up to n indices taking classes in turn (shards are often sorted by class)."""
+    per_class = [(labels == c).nonzero().flatten().tolist() for c in labels.unique().tolist()]
+    picked = [i for group in zip(*per_class) for i in group]
+    return torch.tensor(picked[:n] or list(range(min(n, len(labels)))), dtype=torch.long)
+
+
 def pairs_grid(images: torch.Tensor, recon: torch.Tensor, per_row: int) -> torch.Tensor:
     """Rows alternate inputs and their reconstructions: (2 * rows * per_row, 3, S, S) in [-1, 1]."""
     x = genbase.to_signed(images)

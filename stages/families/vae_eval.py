@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from stages import genbase
-from stages.families.geneval import all_fid_metrics, pairs_grid, reconstruct, reconstruction_metrics
+from stages.families.geneval import all_fid_metrics, balanced_pick, pairs_grid, reconstruct, reconstruction_metrics
 from stages.families.vae import BetaVAE, kl_divergence, load_vae
 from stages.pictures import save_grid, to_uint8
 
@@ -70,7 +70,8 @@ def evaluate(ctx) -> dict:
                "active_dims": int((kl_per_dim > 0.01).sum()),
                **all_fid_metrics(images, {"": to_uint8(samples), "_recon": to_uint8(recon)}, cfg, ctx.device),
                **disentanglement(mu, test, cfg)}
-    _pictures(ctx, model, images, recon, samples, mu, kl_per_dim)
+    pick = balanced_pick(test.labels, 2 * min(cfg.grid, len(images)))
+    _pictures(ctx, model, images[pick], recon[pick], samples, mu, kl_per_dim)
     return metrics
 
 
