@@ -32,7 +32,7 @@ def test_dvc_repro_crawl(tmp_path):
         shutil.copy2(REPO / name, tmp_path / name)
     git = ["git", "-c", "user.email=kiln@test", "-c", "user.name=kiln"]
     run(["git", "init", "-q"], tmp_path)
-    run([sys.executable, "-m", "dvc", "init", "-q"], tmp_path)
+    run([sys.executable, "-m", "dvc", "init", "-f", "-q"], tmp_path)  # .dvc/ came with the files
     run([*git, "add", "-A"], tmp_path)
     run([*git, "commit", "-qm", "kiln"], tmp_path)
     make_corpus(tmp_path / "data" / "demo", per_class=5)
