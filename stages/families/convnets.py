@@ -9,6 +9,16 @@ from __future__ import annotations
 from torch import nn
 
 
+def validate_size(cfg, path: str) -> None:
+    """Config ``validate`` hook: image_size must halve cleanly through len(widths) stages."""
+    from stages.schema import ParamsError
+
+    try:
+        check_size(cfg.image_size, len(cfg.widths))
+    except ValueError as err:
+        raise ParamsError(f"{path}.widths", str(err)) from err
+
+
 def check_size(size: int, stages: int) -> int:
     """Side of the bottleneck map: size / 2**stages, which must be a whole number >= 1."""
     side = size >> stages

@@ -16,8 +16,8 @@ from torch import nn
 
 from stages import genbase
 from stages.families import register_family
-from stages.families.convnets import check_size, decoder, encoder
-from stages.schema import ParamsError, bounds
+from stages.families.convnets import check_size, validate_size, decoder, encoder
+from stages.schema import bounds
 
 
 @dataclass
@@ -37,10 +37,7 @@ class VAETrain:
     lr_decay: float = field(default=0.95, metadata=bounds(gt=0, le=1))      # per epoch (castle: 0.96 / 2.5k steps)
 
     def validate(self, path: str) -> None:
-        try:
-            check_size(self.image_size, len(self.widths))
-        except ValueError as err:
-            raise ParamsError(f"{path}.widths", str(err)) from err
+        validate_size(self, path)
 
 
 @dataclass
