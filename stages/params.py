@@ -276,7 +276,7 @@ class FilterQuality:
     size_ratio: float = field(default=8.0, metadata=bounds(gt=1))     # odd_size: x or / median sqrt(area)
     dark_max: float = field(default=0.12, metadata=FRACTION)          # dark: 99th pct brightness below
     light_min: float = field(default=0.7, metadata=FRACTION)          # light: 5th pct brightness above
-    low_info_max: float = field(default=0.05, metadata=FRACTION)      # low_information: grey range below
+    low_info_max: float = field(default=0.08, metadata=FRACTION)      # low_information: contrast (widest channel range) below
     sharpness_min: float = field(default=0.18, metadata=bounds(ge=0))  # blurry: Laplacian std / grey std
     grayscale: Literal["keep", "drop"] = "drop"
     grayscale_tol: float = field(default=4.0, metadata=bounds(ge=0, le=255))  # channel spread (0..255)
@@ -291,8 +291,10 @@ class FilterQuality:
 
 @dataclass
 class FilterNet:
-    """One ensemble member: stages.nets.BNConvNet with one logit (P(keep))."""
-    arch: Literal["bnconv"] = "bnconv"
+    """One ensemble member with one logit (P(keep)): a stages.nets.BNConvNet trained from
+    scratch (bnconv; widths, hidden), or a head (hidden: [] = linear) on the pooled features
+    of a frozen ImageNet trunk (mobilenet_v2; weights installed offline by stages.weights)."""
+    arch: Literal["bnconv", "mobilenet_v2"] = "bnconv"
     image_size: int = field(default=32, metadata=bounds(ge=16, le=256))
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     hidden: list[int] = field(default_factory=lambda: [64])
@@ -304,6 +306,10 @@ class FilterNet:
     balance: bool = True    # each epoch: all rarer-label examples + an equal fresh draw of the other
 
     def validate(self, path: str) -> None:
+        if any(h < 1 for h in self.hidden):
+            raise ParamsError(f"{path}.hidden", f"must be positive layer sizes (got {self.hidden})")
+        if self.arch != "bnconv":
+            return
         if not self.widths or any(w < 1 for w in self.widths):
             raise ParamsError(f"{path}.widths", f"must be a non-empty list of positive widths (got {self.widths})")
         if self.image_size < 2 ** len(self.widths):

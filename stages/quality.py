@@ -34,7 +34,7 @@ class ImageStats:
     bright_high: float = 0.0    # 99th percentile of perceived brightness, 0..1 (dark when low)
     bright_low: float = 0.0     # 5th percentile (light when high)
     entropy: float = 0.0        # greyscale histogram entropy, bits (0..8), reported only
-    grey_range: float = 0.0     # 99.5th - 0.5th percentile of grey, 0..1 (low information when low)
+    contrast: float = 0.0       # widest 99.5th - 0.5th percentile range of R, G or B, 0..1 (low information when low)
     sharpness: float = 0.0      # std of the Laplacian over std of the grey image
     colour_spread: float = 0.0  # 99th percentile of max-min over RGB channels, 0..255
     pixel_hash: str = ""        # sha256 of size + decoded RGB pixels
@@ -75,11 +75,13 @@ def _pixel_scores(rgb: np.ndarray) -> dict:
     counts = np.bincount(np.clip(grey * 255, 0, 255).astype(np.int64).ravel(), minlength=256)
     prob = counts[counts > 0] / counts.sum()
     spread = (rgb.max(axis=2) - rgb.min(axis=2)) * 255.0
-    low, high = np.percentile(grey, [0.5, 99.5])
+    # contrast in any channel counts: isoluminant text or shapes on a coloured ground
+    # carry information that a grey-only range misses
+    low, high = np.percentile(rgb.reshape(-1, 3), [0.5, 99.5], axis=0)     # (3,), (3,)
     return {"bright_high": float(np.percentile(brightness, 99)),
             "bright_low": float(np.percentile(brightness, 5)),
             "entropy": float(-(prob * np.log2(prob)).sum()),
-            "grey_range": float(high - low),
+            "contrast": float((high - low).max()),
             "sharpness": _sharpness(grey),
             "colour_spread": float(np.percentile(spread, 99))}
 
@@ -107,7 +109,7 @@ def per_image_reasons(stats: ImageStats, cfg) -> list[str]:
         "odd_aspect": min(stats.width, stats.height) / max(stats.width, stats.height) < cfg.min_aspect,
         "dark": stats.bright_high < cfg.dark_max,
         "light": stats.bright_low > cfg.light_min,
-        "low_information": stats.grey_range < cfg.low_info_max,
+        "low_information": stats.contrast < cfg.low_info_max,
         "blurry": stats.sharpness < cfg.sharpness_min,
     }
     reasons = [name for name in PER_IMAGE_CHECKS if name in cfg.checks and failed[name]]

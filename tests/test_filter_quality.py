@@ -53,6 +53,19 @@ def test_each_check_fires(tmp_path, name, make):
     assert name in reasons_of(tmp_path, make())
 
 
+def isoluminant_text() -> Image.Image:
+    """Stripes of two colours with the same luma: no grey contrast, plain colour contrast."""
+    img = np.zeros((96, 96, 3), dtype=np.uint8) + np.array([60, 150, 30], dtype=np.uint8)    # luma ~ 109
+    img[::8] = img[1::8] = (230, 80, 85)                                                       # luma ~ 125
+    return Image.fromarray(img)
+
+
+def test_colour_contrast_is_information(tmp_path):
+    """low_information asks for contrast in any channel: isoluminant shapes or text are kept."""
+    assert "low_information" not in reasons_of(tmp_path, isoluminant_text())
+    assert "low_information" in reasons_of(tmp_path, isoluminant_text().convert("L").convert("RGB"))
+
+
 def test_checks_can_be_switched_off(tmp_path):
     dark = Image.fromarray((np.asarray(scene()) * 0.08).astype(np.uint8))
     assert "dark" not in reasons_of(tmp_path, dark, checks=["corrupt"])
