@@ -1,7 +1,10 @@
 """The castle-dreamer filter: K independently trained keep/reject classifiers that vote.
 
-Each member is a small ``stages.nets.BNConvNet`` with one logit, P(keep) =
-sigmoid(logit), trained on its own bootstrap sample with its own seed. ``vote``
+Each member has one logit, P(keep) = sigmoid(logit), and is trained on its own bootstrap
+sample with its own seed. A member is either a small ``stages.nets.BNConvNet`` trained
+from scratch on the pixels (``arch: bnconv``) or a probe: a small head on the pooled
+features of a frozen ImageNet network (``arch: mobilenet_v2``), which are computed once
+per image and shared by every member. ``member_inputs`` gives what the members read. ``vote``
 combines the members' probabilities; ``run_cascade`` applies several filters in
 order, each seeing only the images the previous ones kept.
 """
@@ -16,14 +19,63 @@ from torch import nn
 from stages.nets import BNConvNet, to_float
 
 VOTE_MODES = ("all", "majority", "mean")
+PROBE_DIMS = {"mobilenet_v2": 1280}   # frozen trunk -> pooled feature size
+
+
+class ProbeHead(nn.Module):
+    """A member on frozen pretrained features (B, D): standardise, then an MLP to one logit.
+
+    The standardisation is fitted on the member's own training sample and kept as buffers,
+    so a saved state_dict scores new features on its own.
+    """
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], dropout: float):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("std", torch.ones(in_dim))
+        layers, width = [], in_dim
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            width = size
+        self.head = nn.Sequential(*layers, nn.Linear(width, 1))
+
+    def fit_standardiser(self, features: torch.Tensor) -> None:
+        self.mean.copy_(features.mean(0))
+        std = features.std(0)
+        # a floor relative to the typical spread: a feature nearly constant in the
+        # training sample must not blow up on a new image where it fires
+        self.std.copy_(std.clamp_min(0.1 * float(std.mean()) + 1e-8))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head((features - self.mean) / self.std)
 
 
 def build_member(net_cfg) -> nn.Module:
     """One ensemble member from ``filter.filters.<name>.net``."""
+    if net_cfg.arch == "bnconv":
+        return BNConvNet(num_classes=1, widths=tuple(net_cfg.widths), hidden=tuple(net_cfg.hidden),
+                         dropout=net_cfg.dropout, head_dropout=net_cfg.dropout)
+    if net_cfg.arch in PROBE_DIMS:
+        return ProbeHead(PROBE_DIMS[net_cfg.arch], net_cfg.hidden, net_cfg.dropout)
+    raise ValueError(f"unknown filter net arch {net_cfg.arch!r}")
+
+
+def member_inputs(images: torch.Tensor, net_cfg, device: torch.device) -> torch.Tensor:
+    """What the members read, for (N, 3, S, S) uint8 images: the images themselves for a
+    convnet; (N, D) float pooled features of the frozen pretrained trunk for a probe."""
+    if net_cfg.arch == "bnconv":
+        return images
+    from stages.featnets import PooledEmbedding, embed
+
+    trunk = PooledEmbedding(net_cfg.arch, size=net_cfg.image_size)
+    return embed(trunk, images, device, batch=128).float()
+
+
+def _model_input(batch: torch.Tensor, net_cfg, generator: torch.Generator | None) -> torch.Tensor:
+    """Float model input of one batch: (augmented) normalised images for a convnet, features as they are."""
     if net_cfg.arch != "bnconv":
-        raise ValueError(f"unknown filter net arch {net_cfg.arch!r}")
-    return BNConvNet(num_classes=1, widths=tuple(net_cfg.widths), hidden=tuple(net_cfg.hidden),
-                     dropout=net_cfg.dropout, head_dropout=net_cfg.dropout)
+        return batch
+    return to_float(augment_batch(batch, generator) if generator is not None else batch)
 
 
 def vote(probs: np.ndarray, mode: str, threshold: float) -> np.ndarray:
@@ -82,21 +134,27 @@ def epoch_order(labels: torch.Tensor, balance: bool, generator: torch.Generator)
     return order[torch.randperm(len(order), generator=generator)]
 
 
-def train_member(images: torch.Tensor, labels: np.ndarray, net_cfg, seed: int,
+def train_member(inputs: torch.Tensor, labels: np.ndarray, net_cfg, seed: int,
                  device: torch.device) -> dict:
     """Train one member on a bootstrap sample; returns its state_dict (on CPU).
 
-    images: (N, 3, S, S) uint8; labels: (N,) 1 = keep, 0 = reject. With ``balance`` each
+    inputs: from ``member_inputs`` ((N, 3, S, S) uint8 images or (N, D) features);
+    labels: (N,) 1 = keep, 0 = reject. With ``balance`` each
     epoch sees every rarer-label example and an equal, fresh draw of the common label
     (under-sampling): a 10:1 imbalance no longer teaches "always keep", and an epoch costs
     2 x the rare count instead of N.
     """
     torch.manual_seed(seed)
     sample = bootstrap_index(labels, np.random.default_rng(seed))
-    x_all, y_all = images[sample], torch.as_tensor(labels[sample], dtype=torch.float32)
+    x_all, y_all = inputs[sample], torch.as_tensor(labels[sample], dtype=torch.float32)
+    model = build_member(net_cfg)
+    if isinstance(model, ProbeHead):
+        model.fit_standardiser(x_all)
+        if not net_cfg.hidden:
+            return fit_linear_probe(model, x_all, y_all, net_cfg, device)
+    model = model.to(device)
     gen = torch.Generator().manual_seed(seed)
     epoch_size = len(epoch_order(y_all, net_cfg.balance, torch.Generator().manual_seed(0)))
-    model = build_member(net_cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=net_cfg.lr, weight_decay=net_cfg.weight_decay)
     steps = net_cfg.epochs * max(1, -(-epoch_size // net_cfg.batch_size))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=net_cfg.lr, total_steps=steps)
@@ -106,7 +164,7 @@ def train_member(images: torch.Tensor, labels: np.ndarray, net_cfg, seed: int,
         order = epoch_order(y_all, net_cfg.balance, gen)
         for start in range(0, len(order), net_cfg.batch_size):
             idx = order[start:start + net_cfg.batch_size]
-            x = to_float(augment_batch(x_all[idx], gen).to(device))   # (B, 3, S, S)
+            x = _model_input(x_all[idx], net_cfg, gen).to(device)     # (B, 3, S, S) or (B, D)
             loss = loss_fn(model(x).squeeze(1), y_all[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -115,23 +173,51 @@ def train_member(images: torch.Tensor, labels: np.ndarray, net_cfg, seed: int,
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
+def fit_linear_probe(model: ProbeHead, features: torch.Tensor, labels: torch.Tensor, net_cfg,
+                     device: torch.device) -> dict:
+    """Logistic regression on standardised features, solved to convergence by full-batch L-BFGS.
+
+    Minimises the (label-balanced, with ``balance``) mean cross-entropy + weight_decay/2 ||w||^2,
+    the objective of scikit-learn's LogisticRegression with C = 1 / (weight_decay N). SGD on
+    1,280 features and a few hundred rejects stops short of that optimum and overfits the
+    bootstrap sample; ``epochs`` caps the L-BFGS iterations.
+    """
+    model = model.to(device)
+    x, y = features.to(device), labels.to(device)
+    share = y.mean().clamp(1e-6, 1 - 1e-6)
+    weight = torch.where(y > 0.5, 0.5 / share, 0.5 / (1 - share)) if net_cfg.balance else torch.ones_like(y)
+    linear = model.head[-1]
+    opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=net_cfg.epochs, history_size=20,
+                            line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        loss = (nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y, reduction="none")
+                * weight).mean() + 0.5 * net_cfg.weight_decay * linear.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
 @torch.no_grad()
-def member_probs(state: dict, net_cfg, images: torch.Tensor, device: torch.device,
+def member_probs(state: dict, net_cfg, inputs: torch.Tensor, device: torch.device,
                  batch_size: int = 256) -> np.ndarray:
-    """P(keep) of one member for (N, 3, S, S) uint8 images -> (N,)."""
+    """P(keep) of one member for ``member_inputs`` (images or features) -> (N,)."""
     model = build_member(net_cfg).to(device)
     model.load_state_dict(state)
     model.eval()
-    out = [torch.sigmoid(model(to_float(images[s:s + batch_size].to(device))).squeeze(1)).cpu()
-           for s in range(0, len(images), batch_size)]
+    out = [torch.sigmoid(model(_model_input(inputs[s:s + batch_size], net_cfg, None).to(device)).squeeze(1)).cpu()
+           for s in range(0, len(inputs), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
 
-def ensemble_probs(states: Sequence[dict], net_cfg, images: torch.Tensor,
+def ensemble_probs(states: Sequence[dict], net_cfg, inputs: torch.Tensor,
                    device: torch.device) -> np.ndarray:
     """(K, N) probabilities of keep, one row per member."""
-    return np.stack([member_probs(s, net_cfg, images, device) for s in states]) if len(states) \
-        else np.zeros((0, len(images)))
+    return np.stack([member_probs(s, net_cfg, inputs, device) for s in states]) if len(states) \
+        else np.zeros((0, len(inputs)))
 
 
 def run_cascade(filters: Sequence[tuple[str, Callable[[np.ndarray], np.ndarray]]],

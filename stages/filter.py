@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from stages.contact import contact_sheet, save_sheet
-from stages.ensemble import VOTE_MODES, ensemble_probs, run_cascade, train_member, vote
+from stages.ensemble import VOTE_MODES, ensemble_probs, member_inputs, run_cascade, train_member, vote
 from stages.filter_labels import Example, gather_examples, holdout_mask, join_truth, load_truth
 from stages.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from stages.params import Params, StageError, load_params, run_stage
@@ -113,12 +113,13 @@ def train_filter(name: str, position: int, fcfg, rows: list[dict], joined, stats
     seed = params.base.seed + 1000 * (position + 1)
     held = holdout_mask(examples, fcfg.holdout, seed)
     images = load_net_images([e.path for e in examples], fcfg.net.image_size)   # (E, 3, S, S)
+    inputs = member_inputs(images, fcfg.net, device)                            # images or (E, D)
     seeds = [seed + k for k in range(fcfg.members)]
-    states = [train_member(images[~held], labels[~held], fcfg.net, s, device)
+    states = [train_member(inputs[~held], labels[~held], fcfg.net, s, device)
               for s in tqdm(seeds, desc=f"filter {name}: members", leave=False)]
     heldout = {"n": 0}
     if held.any():
-        probs = ensemble_probs(states, fcfg.net, images[held], device)         # (K, H)
+        probs = ensemble_probs(states, fcfg.net, inputs[held], device)         # (K, H)
         heldout = reject_scores(labels[held] == 1, vote(probs, fcfg.vote, fcfg.threshold))
         # the same members under every vote mode, for choosing one without retraining
         heldout["by_vote"] = {mode: reject_scores(labels[held] == 1, vote(probs, mode, fcfg.threshold))
@@ -133,15 +134,21 @@ def measure_all(rows: list[dict], analysis_size: int) -> list[ImageStats]:
 def apply_cascade(runs: list[FilterRun], rows: list[dict], alive: np.ndarray,
                   device: torch.device) -> tuple[list[str | None], dict[int, dict]]:
     """Run the filters in order over the rows still alive; per row the rejecting filter and member probs."""
-    cache: dict[int, torch.Tensor] = {}
+    images: dict[int, torch.Tensor] = {}                 # by size, all rows
+    inputs: dict[tuple[str, int], torch.Tensor] = {}     # by (arch, size): what members read
     probs_of: dict[int, dict] = {}
+
+    def member_view(net) -> torch.Tensor:
+        if net.image_size not in images:
+            images[net.image_size] = load_net_images([row["path"] for row in rows], net.image_size)
+        key = (net.arch, net.image_size)
+        if key not in inputs:
+            inputs[key] = member_inputs(images[net.image_size], net, device)
+        return inputs[key]
 
     def decider(run: FilterRun):
         def decide(index: np.ndarray) -> np.ndarray:
-            size = run.cfg.net.image_size
-            if size not in cache:
-                cache[size] = load_net_images([row["path"] for row in rows], size)
-            probs = ensemble_probs(run.states, run.cfg.net, cache[size][torch.as_tensor(index)], device)
+            probs = ensemble_probs(run.states, run.cfg.net, member_view(run.cfg.net)[torch.as_tensor(index)], device)
             for col, i in enumerate(index.tolist()):
                 probs_of.setdefault(i, {})[run.name] = [round(float(p), 4) for p in probs[:, col]]
             return vote(probs, run.cfg.vote, run.cfg.threshold)
@@ -157,7 +164,7 @@ def _stats_summary(s: ImageStats) -> dict:
         return {"error": s.error}
     return {"width": s.width, "height": s.height, "bright_high": round(s.bright_high, 4),
             "bright_low": round(s.bright_low, 4), "entropy": round(s.entropy, 3),
-            "grey_range": round(s.grey_range, 4),
+            "contrast": round(s.contrast, 4),
             "sharpness": round(s.sharpness, 4), "colour_spread": round(s.colour_spread, 2)}
 
 
@@ -261,6 +268,17 @@ def count_reasons(reasons: list[list[str]]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def with_truth_factors(rows: list[dict], joined: list[dict | None]) -> list[dict]:
+    """Rows with the demo's generative factors filled in from the joined ground truth.
+
+    A crawler cannot know an image's factors (data/raw has ``factors: null``), but the demo
+    knows what it drew: carried through split into the shards, they let evaluate@vae score
+    MIG/DCI. Rows that already have factors, or no truth item, are left as they are.
+    """
+    return [{**row, "factors": item["factors"]} if item and item.get("factors") and not row.get("factors") else row
+            for row, item in zip(rows, joined)]
+
+
 # --- the stage --------------------------------------------------------------------
 def main(argv=None) -> None:
     args = parse_args(argv)
@@ -268,6 +286,8 @@ def main(argv=None) -> None:
     cfg = params.filter
     rows = load_manifest(args.input)
     joined = join_truth(rows, load_truth(args.truth)) if args.truth else None
+    if joined is not None:
+        rows = with_truth_factors(rows, joined)
     set_threads(params.base.threads)
     seed_everything(params.base.seed)
     device = pick_device(params.base.device)

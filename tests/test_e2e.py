@@ -22,7 +22,7 @@ def tiny_params() -> dict:
     data["base"]["image_size"] = 32
     data["demo"].update(n_per_class=60, image_size=48, distractors_per_class=6, junk_per_class=12)
     data["augment"]["per_class"] = 60
-    tiny_net = {"image_size": 16, "widths": [8, 16], "hidden": [16], "epochs": 8, "batch_size": 16, "lr": 0.01}
+    tiny_net = {"arch": "mobilenet_v2", "image_size": 32, "hidden": [], "epochs": 50}   # the default's probe
     # mechanics, not quality: a lenient vote keeps most pots after a few epochs of tiny members
     data["filter"]["filters"]["object"].update(members=2, net=tiny_net, vote="mean", threshold=0.2)
     data["filter"]["contact_sheet"] = 8

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages.ensemble import bootstrap_index, ensemble_probs, run_cascade, train_member, vote
+from stages.ensemble import bootstrap_index, ensemble_probs, member_inputs, run_cascade, train_member, vote
 from stages.params import FilterNet
 
 # three members, five images: columns are images
@@ -78,3 +78,24 @@ def test_members_learn_a_separable_rule_and_differ():
     assert probs.shape == (2, 96)
     assert (probs[:, :48].mean(axis=1) > 0.8).all() and (probs[:, 48:].mean(axis=1) < 0.2).all()
     assert not torch.equal(states[0]["head.0.weight"], states[1]["head.0.weight"])
+
+
+def test_linear_probe_members_fit_features_and_keep_their_standardiser():
+    """arch mobilenet_v2 with hidden []: L-BFGS logistic regression on (N, D) features."""
+    gen = torch.Generator().manual_seed(0)
+    keep = torch.randn(60, 1280, generator=gen) + 1.5 * (torch.arange(1280) < 200)    # shifted in 200 dims
+    reject = torch.randn(30, 1280, generator=gen)
+    features, labels = torch.cat([keep, reject]) * 3 + 5, np.array([1] * 60 + [0] * 30)
+    cfg = FilterNet(arch="mobilenet_v2", hidden=[], epochs=100, weight_decay=0.01)
+    states = [train_member(features, labels, cfg, seed, torch.device("cpu")) for seed in (1, 2)]
+    assert (states[0]["mean"] - 5).abs().mean() < 1.0 and (states[0]["std"] - 3).abs().mean() < 0.5
+    probs = ensemble_probs(states, cfg, features, torch.device("cpu"))            # (2, 90)
+    assert ((probs[:, :60] >= 0.5).mean() > 0.95) and ((probs[:, 60:] < 0.5).mean() > 0.95)
+    assert not torch.equal(states[0]["head.0.weight"], states[1]["head.0.weight"])   # own bootstrap
+
+
+def test_member_inputs_are_pooled_pretrained_features_for_a_probe():
+    images = torch.randint(0, 255, (5, 3, 32, 32), dtype=torch.uint8)
+    assert member_inputs(images, FilterNet(), torch.device("cpu")) is images      # bnconv reads pixels
+    features = member_inputs(images, FilterNet(arch="mobilenet_v2", image_size=32, hidden=[]), torch.device("cpu"))
+    assert features.shape == (5, 1280) and features.dtype == torch.float32

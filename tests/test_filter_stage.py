@@ -87,7 +87,7 @@ def build_corpus(root: Path) -> None:
         sha = hashlib.sha256(data).hexdigest()
         (files / f"{k}.{ext}").write_bytes(data)
         truth.append({"id": str(k), "file": f"data/demo/files/{k}.{ext}", "sha256": sha, "kind": kind,
-                      "class": cls, "junk": junk})
+                      "class": cls, "junk": junk, "factors": {"height": k / len(items)} if kind == "pot" else None})
         path = raw / cls / f"{sha}.{ext}"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -137,6 +137,9 @@ def test_stage_on_tiny_raw_folder(tmp_path, monkeypatch):
         assert Path(row["path"]).is_file() and row["path"].startswith(f"data/filtered/{row['class']}/")
         assert len(row["phash"]) == 16 and row["raw_path"].startswith("data/raw/")
         assert hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest() == row["sha256"]
+    # the demo's ground-truth factors (crawl cannot know them) reach the kept pots, for MIG
+    kept_pots = [r for r in kept if truth[r["sha256"]]["kind"] == "pot"]
+    assert kept_pots and all(r["factors"] == truth[r["sha256"]]["factors"] for r in kept_pots)
     # the kept rows carry what split needs to group without decoding
     assert len(group_near_duplicates(kept, 4)) == len(kept)
 
