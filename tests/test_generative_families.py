@@ -138,6 +138,17 @@ def test_dcgan_evaluates_fid_against_a_baseline_and_class_accuracy(workdir, fake
         assert_png(workdir / f"metrics/eval/dcgan/plots/{name}.png")
 
 
+def test_dcgan_small_data_recipe_trains_and_samples_from_the_ema(workdir, fake_classifier):
+    from stages.families.dcgan import load_gan
+
+    write_params(workdir, {"dcgan": {"spectral_norm": True, "diff_augment": ["color", "translation", "cutout"],
+                                     "ema_decay": 0.999, "lr_d": 4e-4, "precision": "auto"}})
+    train("dcgan")
+    gans, ckpt = load_gan(workdir / "models/dcgan/model.pt", "cpu")
+    assert "generators_ema" in ckpt and gans.ema_steps["all"] > 0
+    assert math.isfinite(evaluate("dcgan")["fid_mobilenet_v2"])
+
+
 def test_dcgan_evaluate_without_a_classifier_says_which_file_is_missing(workdir, capsys):
     train("dcgan")
     capsys.readouterr()   # drop training's progress output
@@ -174,6 +185,7 @@ def test_autoencoder_evaluates_clusters_and_draws_latent_plots(workdir):
 @pytest.mark.parametrize("key, value, message", [
     ("image_size", 48, "train.dcgan.image_size"),
     ("label_smoothing", [0.9, 0.8], "train.dcgan.label_smoothing"),
+    ("diff_augment", ["flip"], "train.dcgan.diff_augment"),
 ])
 def test_bad_dcgan_params_name_the_key(workdir, key, value, message):
     from stages.params import load_params

@@ -3,7 +3,10 @@
 Generator: [z, c] (B, Z + C) -> 4x4 -> ... -> (B, 3, S, S) in [-1, 1] with strided transposed
 convs, BN and ReLU, tanh at the end. Discriminator: strided convs with LeakyReLU(0.2) and BN
 (none on the first layer) to 4x4, then a projection on c (Miyato & Koyama 2018) for the
-real/fake logit and an auxiliary class head (AC-GAN, Odena et al. 2017).
+real/fake logit and an auxiliary class head (AC-GAN, Odena et al. 2017). With
+``spectral_norm`` every D layer is spectrally normalised (Miyato et al. 2018) instead of
+batch-normalised: D stays 1-Lipschitz-ish, which keeps its gradients useful to G on a
+tiny data set where a BN discriminator wins outright and G collapses.
 """
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm as _sn
 
 SIZES = (32, 64, 128)
 
@@ -41,18 +46,22 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, cond_dim: int, size: int, width: int, num_classes: int):
+    def __init__(self, cond_dim: int, size: int, width: int, num_classes: int, spectral_norm: bool = False):
         super().__init__()
         steps = up_steps(size)
         channels = [width * 2 ** i for i in range(steps)]           # e.g. 32,64,128,256
-        layers = [nn.Conv2d(3, channels[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        sn = _sn if spectral_norm else (lambda m: m)
+        layers = [sn(nn.Conv2d(3, channels[0], 4, 2, 1)), nn.LeakyReLU(0.2, True)]
         for c_in, c_out in zip(channels, channels[1:]):
-            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, True)]
-        layers += [nn.Conv2d(channels[-1], channels[-1], 4, 1, 0), nn.LeakyReLU(0.2, True), nn.Flatten()]
+            if spectral_norm:
+                layers += [sn(nn.Conv2d(c_in, c_out, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
+            else:
+                layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, True)]
+        layers += [sn(nn.Conv2d(channels[-1], channels[-1], 4, 1, 0)), nn.LeakyReLU(0.2, True), nn.Flatten()]
         self.body = nn.Sequential(*layers)                            # (B, 3, S, S) -> (B, D)
-        self.real_fake = nn.Linear(channels[-1], 1)
-        self.project = nn.Linear(cond_dim, channels[-1], bias=False)  # c -> (B, D) for <W c, h>
-        self.classify = nn.Linear(channels[-1], num_classes)
+        self.real_fake = sn(nn.Linear(channels[-1], 1))
+        self.project = sn(nn.Linear(cond_dim, channels[-1], bias=False))  # c -> (B, D) for <W c, h>
+        self.classify = sn(nn.Linear(channels[-1], num_classes))
 
     def forward(self, images: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.body(images)                                         # (B, D)
@@ -63,7 +72,9 @@ class Discriminator(nn.Module):
 def init_weights(module: nn.Module) -> None:
     """DCGAN init: conv weights N(0, 0.02), BN weights N(1, 0.02)."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
+        # a spectrally normalised layer's .weight is computed; initialise the stored original
+        weight = module.parametrizations.weight.original if parametrize.is_parametrized(module, "weight") else module.weight
+        nn.init.normal_(weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.BatchNorm2d):

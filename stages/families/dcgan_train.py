@@ -7,40 +7,52 @@ from tqdm import tqdm
 
 from stages import genbase
 from stages.families.dcgan import GanSet, field_bank
+from stages.families.dcgan_augment import diff_augment
 from stages.families.dcgan_nets import init_weights
+from stages.fit import autocast
 from stages.shards import iterate_batches
 
 
 def _optimisers(gans: GanSet, cfg) -> dict[str, torch.optim.Optimizer]:
-    betas = (cfg.beta1, 0.999)
+    betas = (cfg.beta1, cfg.beta2)
     opts = {}
     for key in gans.keys:
         opts[f"g/{key}"] = torch.optim.Adam(gans.generators[key].parameters(), lr=cfg.lr, betas=betas)
-        opts[f"d/{key}"] = torch.optim.Adam(gans.discriminators[key].parameters(), lr=cfg.lr, betas=betas)
+        opts[f"d/{key}"] = torch.optim.Adam(gans.discriminators[key].parameters(), lr=cfg.lr_d or cfg.lr, betas=betas)
     return opts
+
+
+def _d_loss(d_net, real, fake, labels, cond, cfg, aug, smooth) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Discriminator loss (BCE with smoothed real targets + AC-GAN class loss); also the two logits."""
+    real_logit, real_class = (t.float() for t in d_net(aug(real), cond))
+    fake_logit = d_net(aug(fake.detach()), cond)[0].float()
+    loss = (F.binary_cross_entropy_with_logits(real_logit, smooth)
+            + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit))
+            + cfg.aux_weight * F.cross_entropy(real_class, labels))
+    return loss, real_logit, fake_logit
 
 
 def _step(gans: GanSet, key: str, opts, real, labels, cond, cfg, gen: torch.Generator) -> dict[str, float]:
     """One discriminator and one generator update on a batch; real is (B, 3, S, S) in [-1, 1]."""
     g_net, d_net = gans.generators[key].train(), gans.discriminators[key].train()
-    noise = torch.randn(len(real), cfg.noise_dim, generator=gen).to(real.device)
-    fake = g_net(noise, cond)                                          # (B, 3, S, S)
+    aug = lambda x: diff_augment(x, cfg.diff_augment, gen)   # noqa: E731 - same policy for real and fake
     lo, hi = cfg.label_smoothing
     smooth = (lo + (hi - lo) * torch.rand(len(real), generator=gen)).to(real.device)   # clay: U(0.8, 1)
-    real_logit, real_class = d_net(real, cond)
-    fake_logit, _ = d_net(fake.detach(), cond)
-    d_loss = (F.binary_cross_entropy_with_logits(real_logit, smooth)
-              + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit))
-              + cfg.aux_weight * F.cross_entropy(real_class, labels))
+    noise = torch.randn(len(real), cfg.noise_dim, generator=gen).to(real.device)
+    with autocast(cfg.precision, real.device):     # bf16 matmuls/convs where the CPU has them; losses fp32
+        fake = g_net(noise, cond)                                      # (B, 3, S, S)
+        d_loss, real_logit, fake_logit = _d_loss(d_net, real, fake, labels, cond, cfg, aug, smooth)
     opts[f"d/{key}"].zero_grad(set_to_none=True)
     d_loss.backward()
     opts[f"d/{key}"].step()
-    fake_logit, fake_class = d_net(fake, cond)
-    g_loss = (F.binary_cross_entropy_with_logits(fake_logit, torch.ones_like(fake_logit))
-              + cfg.aux_weight * F.cross_entropy(fake_class, labels))
+    with autocast(cfg.precision, real.device):
+        fake_logit, fake_class = (t.float() for t in d_net(aug(fake), cond))
+        g_loss = (F.binary_cross_entropy_with_logits(fake_logit, torch.ones_like(fake_logit))
+                  + cfg.aux_weight * F.cross_entropy(fake_class, labels))
     opts[f"g/{key}"].zero_grad(set_to_none=True)
     g_loss.backward()
     opts[f"g/{key}"].step()
+    gans.update_ema(key)
     return {"loss_d": d_loss.item(), "loss_g": g_loss.item(),
             "d_real": torch.sigmoid(real_logit).mean().item(), "d_fake": torch.sigmoid(fake_logit).mean().item()}
 
@@ -92,6 +104,7 @@ def train(ctx) -> None:
     gans = GanSet(cfg, shard.classes, genbase.FieldScaler.fit(shard.fields), shard.fields.shape[1])
     for net in (*gans.generators.values(), *gans.discriminators.values()):
         net.apply(init_weights)
+    gans.start_ema()
     gans.to(ctx.device)
     opts = _optimisers(gans, cfg)
     state = genbase.load_resume(ctx)
