@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from stages.contact import contact_sheet, save_sheet
 from stages.ensemble import VOTE_MODES, ensemble_probs, member_inputs, run_cascade, train_member, vote
-from stages.filter_labels import Example, gather_examples, holdout_mask, join_truth, load_truth
+from stages.filter_labels import Example, for_class, gather_examples, holdout_mask, join_truth, load_truth
 from stages.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from stages.params import Params, StageError, load_params, run_stage
 from stages.quality import ImageStats, measure, quality_reasons
@@ -29,6 +29,7 @@ from stages.schema import to_dict
 from stages.shards import load_rgb
 
 FILTER_PREFIX = "filter:"   # reason of an image an ensemble filter rejected, e.g. filter:object
+ALL_CLASSES = "*"           # the key of a filter's one ensemble when it is not per class
 
 
 @dataclass
@@ -36,7 +37,7 @@ class FilterRun:
     """One trained cascade filter and the labelled examples it saw."""
     name: str
     cfg: object                 # EnsembleFilter
-    states: list[dict]          # member state_dicts
+    states: dict[str, list[dict]]   # member state_dicts by class (ALL_CLASSES unless per_class)
     seeds: list[int]
     examples: list[Example]
     held: np.ndarray            # (E,) bool: example held out for scoring
@@ -102,29 +103,44 @@ def reject_scores(keep_true: np.ndarray, keep_pred: np.ndarray) -> dict:
 
 def train_filter(name: str, position: int, fcfg, rows: list[dict], joined, stats: list[ImageStats],
                  params: Params, device: torch.device) -> FilterRun:
-    """Gather labels, hold some out, train the K members, score them on the held-out part."""
+    """Gather labels, hold some out, train the K members (per class with ``per_class``), score them
+    on the held-out part."""
     examples = [e for e in gather_examples(rows, joined, fcfg.labels)
                 if e.row is None or stats[e.row].error is None]
-    labels = np.array([e.keep for e in examples], dtype=np.int64)
-    n_keep, n_reject = int(labels.sum()), int(len(labels) - labels.sum())
-    if n_keep == 0 or n_reject == 0:
-        raise StageError(f"filter.filters.{name}.labels: needs both keep and reject examples "
-                         f"(found {n_keep} keep, {n_reject} reject)")
     seed = params.base.seed + 1000 * (position + 1)
-    held = holdout_mask(examples, fcfg.holdout, seed)
-    images = load_net_images([e.path for e in examples], fcfg.net.image_size)   # (E, 3, S, S)
-    inputs = member_inputs(images, fcfg.net, device)                            # images or (E, D)
-    seeds = [seed + k for k in range(fcfg.members)]
-    states = [train_member(inputs[~held], labels[~held], fcfg.net, s, device)
-              for s in tqdm(seeds, desc=f"filter {name}: members", leave=False)]
-    heldout = {"n": 0}
-    if held.any():
-        probs = ensemble_probs(states, fcfg.net, inputs[held], device)         # (K, H)
-        heldout = reject_scores(labels[held] == 1, vote(probs, fcfg.vote, fcfg.threshold))
-        # the same members under every vote mode, for choosing one without retraining
-        heldout["by_vote"] = {mode: reject_scores(labels[held] == 1, vote(probs, mode, fcfg.threshold))
-                              for mode in VOTE_MODES}
-    return FilterRun(name, fcfg, states, seeds, examples, held, heldout)
+    groups = ({cls: for_class(examples, rows, cls) for cls in sorted({row["class"] for row in rows})}
+              if fcfg.per_class else {ALL_CLASSES: examples})
+    states, seeds, used, held_all, truth, votes = {}, [], [], [], [], []
+    for key, group in groups.items():
+        where = f"filter.filters.{name}.labels" + ("" if key == ALL_CLASSES else f" (class {key})")
+        labels = np.array([e.keep for e in group], dtype=np.int64)
+        if labels.sum() == 0 or labels.sum() == len(labels):
+            raise StageError(f"{where}: needs both keep and reject examples "
+                             f"(found {int(labels.sum())} keep, {int(len(labels) - labels.sum())} reject)")
+        held = holdout_mask(group, fcfg.holdout, seed)
+        inputs = member_inputs(load_net_images([e.path for e in group], fcfg.net.image_size), fcfg.net, device)
+        group_seeds = [seed + k for k in range(fcfg.members)]
+        states[key] = [train_member(inputs[~held], labels[~held], fcfg.net, s, device)
+                       for s in tqdm(group_seeds, desc=f"filter {name} {key}: members", leave=False)]
+        seeds += group_seeds
+        used += group
+        held_all.append(held)
+        if held.any():
+            truth.append(labels[held] == 1)
+            votes.append(ensemble_probs(states[key], fcfg.net, inputs[held], device))   # (K, H)
+    return FilterRun(name, fcfg, states, seeds, used, np.concatenate(held_all), heldout_scores(truth, votes, fcfg))
+
+
+def heldout_scores(truth: list[np.ndarray], probs: list[np.ndarray], fcfg) -> dict:
+    """Reject precision / recall / F1 on the held-out examples of every group, pooled."""
+    if not truth:
+        return {"n": 0}
+    keep_true = np.concatenate(truth)
+    decide = lambda mode: np.concatenate([vote(p, mode, fcfg.threshold) for p in probs])   # noqa: E731
+    scores = reject_scores(keep_true, decide(fcfg.vote))
+    # the same members under every vote mode, for choosing one without retraining
+    scores["by_vote"] = {mode: reject_scores(keep_true, decide(mode)) for mode in VOTE_MODES}
+    return scores
 
 
 def measure_all(rows: list[dict], analysis_size: int) -> list[ImageStats]:
@@ -148,10 +164,16 @@ def apply_cascade(runs: list[FilterRun], rows: list[dict], alive: np.ndarray,
 
     def decider(run: FilterRun):
         def decide(index: np.ndarray) -> np.ndarray:
-            probs = ensemble_probs(run.states, run.cfg.net, member_view(run.cfg.net)[torch.as_tensor(index)], device)
-            for col, i in enumerate(index.tolist()):
-                probs_of.setdefault(i, {})[run.name] = [round(float(p), 4) for p in probs[:, col]]
-            return vote(probs, run.cfg.vote, run.cfg.threshold)
+            keep = np.zeros(len(index), dtype=bool)
+            for key, states in run.states.items():     # per class: each row meets its class's ensemble
+                mine = np.array([key in (ALL_CLASSES, rows[i]["class"]) for i in index], dtype=bool)
+                if not mine.any():
+                    continue
+                probs = ensemble_probs(states, run.cfg.net, member_view(run.cfg.net)[torch.as_tensor(index[mine])], device)
+                for col, i in enumerate(index[mine].tolist()):
+                    probs_of.setdefault(i, {})[run.name] = [round(float(p), 4) for p in probs[:, col]]
+                keep[mine] = vote(probs, run.cfg.vote, run.cfg.threshold)
+            return keep
         return decide
 
     rejected_by = run_cascade([(run.name, decider(run)) for run in runs], len(rows), alive)
@@ -197,7 +219,8 @@ def save_models(models: Path, runs: list[FilterRun]) -> None:
     """models/filter/<name>.pt: member state_dicts + config, never a pickled module."""
     with atomic_dir(models) as tmp:
         for run in runs:
-            torch.save({"members": run.states, "seeds": run.seeds, "config": to_dict(run.cfg),
+            members = run.states[ALL_CLASSES] if ALL_CLASSES in run.states else run.states   # per class: by class
+            torch.save({"members": members, "per_class": bool(run.cfg.per_class), "seeds": run.seeds, "config": to_dict(run.cfg),
                         "classes": ["reject", "keep"], "epoch": run.cfg.net.epochs}, tmp / f"{run.name}.pt")
 
 

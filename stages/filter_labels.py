@@ -1,6 +1,7 @@
 """Where the ensemble's keep/reject labels come from.
 
-Three sources, in rising priority when they label the same image (same sha256):
+Three sources, in rising priority when they label the same image (same sha256)
+(``for_class`` then turns other classes' rows into rejects for a per-class filter):
 - weak labels from the crawl: a row found by one of its class's own terms is a
   keep, a row found by a configured negative term is a reject;
 - the demo's ground truth (``data/demo/index.jsonl``), standing in for hand
@@ -101,6 +102,25 @@ def folder_examples(folder: Path, rows: list[dict]) -> list[Example]:
         for path in sorted((folder / side).rglob("*")):
             if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
                 out.append(Example(str(path), keep, "folder", row_of_sha.get(sha256_file(path))))
+    return out
+
+
+def for_class(examples: list[Example], rows: list[dict], cls: str) -> list[Example]:
+    """The examples of a per-class filter ("is it a <cls>?"): other classes as negatives.
+
+    A crawled row of ``cls`` keeps its label; a row crawled for another class is a reject
+    (a vase is no bowl, whatever it is labelled in its own class). A curated image not in the
+    crawl has no class, so only its rejects apply to every class.
+    """
+    out = []
+    for ex in examples:
+        if ex.row is None:
+            if not ex.keep:
+                out.append(ex)
+        elif rows[ex.row]["class"] == cls:
+            out.append(ex)
+        else:
+            out.append(Example(ex.path, 0, ex.source, ex.row))
     return out
 
 

@@ -344,6 +344,7 @@ class EnsembleFilter:
     vote: Literal["all", "majority", "mean"] = "all"
     threshold: float = field(default=0.9, metadata=PROBABILITY)
     holdout: float = field(default=0.3, metadata=bounds(ge=0, lt=1))  # labelled share kept for scoring
+    per_class: bool = False     # one ensemble per class; other classes' rows are its rejects
     net: FilterNet = field(default_factory=FilterNet)
     labels: FilterLabels = field(default_factory=FilterLabels)
 

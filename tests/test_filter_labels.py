@@ -71,3 +71,15 @@ def test_holdout_is_stratified_and_seeded():
     assert held[labels == 1].sum() == 20 and held[labels == 0].sum() == 5
     assert np.array_equal(held, holdout_mask(examples, 0.25, seed=3))
     assert not np.array_equal(held, holdout_mask(examples, 0.25, seed=4))
+
+
+def test_for_class_turns_other_classes_into_rejects():
+    from stages.filter_labels import for_class
+
+    rows = [{"class": "bowl"}, {"class": "vase"}, {"class": "bowl"}]
+    examples = [Example("a", 1, "weak", 0), Example("b", 1, "weak", 1), Example("c", 0, "weak", 2),
+                Example("curated_keep", 1, "folder", None), Example("curated_reject", 0, "folder", None)]
+    bowl = {e.path: e.keep for e in for_class(examples, rows, "bowl")}
+    assert bowl == {"a": 1, "b": 0, "c": 0, "curated_reject": 0}     # a classless keep says nothing of bowls
+    vase = {e.path: e.keep for e in for_class(examples, rows, "vase")}
+    assert vase == {"a": 0, "b": 1, "c": 0, "curated_reject": 0}

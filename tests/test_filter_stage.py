@@ -226,3 +226,20 @@ def test_two_filter_cascade_trains_and_reports_both(tmp_path, monkeypatch):
         assert not {"filter:object", "filter:usable"} <= set(row["reasons"])
         if "filter:usable" in row["reasons"]:
             assert row["filter_probs"]["object"] and row["filter_probs"]["usable"]
+
+
+def test_per_class_filter_takes_other_classes_as_negatives(tmp_path, monkeypatch):
+    """per_class + weak labels: one ensemble per class, scored per row by its own class's ensemble."""
+    monkeypatch.chdir(tmp_path)
+    build_corpus(tmp_path)
+    section = json.loads(json.dumps(TINY_FILTER))
+    section["filters"]["object"].update(per_class=True, threshold=0.0,
+                                        labels={"weak": True, "demo": {"keep": [], "reject": []}})
+    write_params(tmp_path, section)
+    main(ARGS)
+    checkpoint = torch.load("models/filter/object.pt", weights_only=True)
+    assert checkpoint["per_class"] and set(checkpoint["members"]) == {"bowl", "vase"}
+    assert all(len(states) == 2 for states in checkpoint["members"].values())
+    metrics = json.load(open("metrics/filter.json"))
+    assert metrics["filters"]["object"]["heldout"]["n"] > 0          # pooled over both classes
+    assert metrics["counts"]["by_reason"].get("filter:object", 0) == 0   # threshold 0 keeps all
