@@ -97,3 +97,22 @@ def test_cluster_agreement_perfect_and_permuted_labels():
     labels = np.array([0, 0, 1, 1, 2, 2])
     assert cluster_agreement(labels, np.array([2, 2, 0, 0, 1, 1])) == {"nmi": pytest.approx(1.0), "ari": pytest.approx(1.0)}
     assert cluster_agreement(labels, np.array([0, 1, 0, 1, 0, 1]))["ari"] < 0.1
+
+
+def test_vae_disentanglement_scores_only_rows_with_ground_truth():
+    """A kept distractor has no factors (NaN): MIG/DCI use the other rows instead of failing."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from stages.families.vae_eval import disentanglement
+
+    gen = torch.Generator().manual_seed(0)
+    factors = torch.rand(200, 2, generator=gen)
+    mu = torch.cat([factors * 4, torch.randn(200, 1, generator=gen)], dim=1)       # codes follow factors
+    factors[:20] = float("nan")
+    shard = SimpleNamespace(factors=factors, factor_names=["height", "width"])
+    metrics = disentanglement(mu, shard, SimpleNamespace(mig_bins=10, dci=False))
+    assert metrics["mig_images"] == 180 and metrics["mig"] > 0.3
+    shard.factors = torch.full((5, 2), float("nan"))
+    assert disentanglement(mu[:5], shard, SimpleNamespace(mig_bins=10, dci=False)) == {}

@@ -46,10 +46,16 @@ def disentanglement(mu: torch.Tensor, shard, cfg) -> dict:
     if shard.factors.shape[1] == 0:
         print("vae: the test shard carries no ground-truth factors; MIG/DCI skipped")
         return {}
-    codes, factors = mu.numpy(), shard.factors.numpy()
+    # a row without ground truth (e.g. a distractor the filter kept) has NaN factors: score the rest
+    known = ~torch.isnan(shard.factors).any(dim=1)
+    if int(known.sum()) < 2:
+        print("vae: fewer than two test images have ground-truth factors; MIG/DCI skipped")
+        return {}
+    codes, factors = mu[known].numpy(), shard.factors[known].numpy()
     score, gaps = mig(codes, factors, bins=cfg.mig_bins)
     # per-factor gaps nest under one key: dvc exp show flattens them (mig_per_factor.height)
-    metrics = {"mig": score, "mig_per_factor": {name: float(g) for name, g in zip(shard.factor_names, gaps)}}
+    metrics = {"mig": score, "mig_images": int(known.sum()),
+               "mig_per_factor": {name: float(g) for name, g in zip(shard.factor_names, gaps)}}
     if cfg.dci:
         metrics.update({f"dci_{k}": v for k, v in dci(codes, factors).items()})
     return metrics
