@@ -138,7 +138,9 @@ def test_hostile_server(hostile_server, tmp_path):
     # A non-local engine: it trusts the name "localhost" (as a user would trust an intranet
     # host), so the redirect to 127.0.0.1 must still be refused.
     crawl = from_dict(Crawl, {"engine": "hostile", "queries": [{"term": "pot", "class": "bowl"}],
-                              "timeout_s": 0.5, "retries": 1, "backoff_s": 0.05, "max_bytes": 5_000_000,
+                              # timeout well under slow.jpg's 3 s, with room for a loaded CI box;
+                              # two retries so /flaky.png's one 503 cannot exhaust them
+                              "timeout_s": 1.0, "retries": 2, "backoff_s": 0.05, "max_bytes": 5_000_000,
                               "per_host_rate": 0, "per_host_concurrency": 8}, "crawl")
     origin = f"http://localhost:{port}"
     paths = [*KEPT, *EXPECTED_FAILURES]
