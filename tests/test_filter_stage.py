@@ -243,3 +243,29 @@ def test_per_class_filter_takes_other_classes_as_negatives(tmp_path, monkeypatch
     metrics = json.load(open("metrics/filter.json"))
     assert metrics["filters"]["object"]["heldout"]["n"] > 0          # pooled over both classes
     assert metrics["counts"]["by_reason"].get("filter:object", 0) == 0   # threshold 0 keeps all
+
+
+def test_member_inputs_are_computed_once_per_view_and_keep_example_order(tmp_path, monkeypatch):
+    """Crawled examples reuse the rows' inputs; a curated image outside the crawl is read itself."""
+    from stages import filter as filter_stage
+    from stages.filter import MemberInputs
+    from stages.filter_labels import Example
+    from stages.params import FilterNet
+
+    monkeypatch.chdir(tmp_path)
+    paths = []
+    for k, shade in enumerate((30, 120, 220)):
+        paths.append(f"img{k}.png")
+        Image.new("RGB", (20, 20), (shade, shade, shade)).save(paths[-1])
+    calls = []
+    real = filter_stage.load_net_images
+    monkeypatch.setattr(filter_stage, "load_net_images", lambda p, s: calls.append(len(p)) or real(p, s))
+    cache = MemberInputs([{"path": p} for p in paths[:2]], torch.device("cpu"))
+    net = FilterNet(image_size=16, widths=[8, 16])
+    examples = [Example(paths[2], 0, "folder", None), Example(paths[1], 1, "demo", 1), Example(paths[0], 1, "demo", 0)]
+    got = cache.examples(examples, net)
+    assert calls == [2, 1]                                        # the rows once, the loose image once
+    assert torch.equal(got[1], cache.rows(net)[1]) and torch.equal(got[2], cache.rows(net)[0])
+    assert got[0].float().mean() > got[1].float().mean() > got[2].float().mean()   # order kept
+    cache.examples(examples[1:], net)
+    assert calls == [2, 1]                                        # nothing read again
