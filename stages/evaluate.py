@@ -31,6 +31,7 @@ class EvalContext:
     out_dir: Path           # metrics/eval/<family>: metrics.json, plots, pictures
     device: torch.device
     extra_inputs: dict[str, Path]
+    train_shard: Path | None = None   # for scores of the representation itself (vae: MIG/DCI)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -41,6 +42,8 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="kiln evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("family")
     parser.add_argument("--test", type=Path, required=True, help="held-out shard (.pt)")
+    parser.add_argument("--train", type=Path, help="training shard, for families that also score their "
+                        "representation on it (vae: MIG/DCI over train + test images)")
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--out", type=Path, default=Path("metrics/eval"))
     parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH")
@@ -60,12 +63,15 @@ def main(argv=None) -> None:
         raise StageError(f"{model_dir / 'model.pt'}: no trained model (run train@{args.family} first)")
     if not args.test.is_file():
         raise StageError(f"{args.test}: missing test shard (run the split stage first)")
+    if args.train is not None and not args.train.is_file():
+        raise StageError(f"{args.train}: missing training shard (run the split stage first)")
     set_threads(params.base.threads)
     seed_everything(params.base.seed)
     ctx = EvalContext(params=params, family=args.family, cfg=params.evaluate.get(args.family),
                       train_cfg=params.train.get(args.family), test_shard=args.test, model_dir=model_dir,
                       models_root=args.models, out_dir=args.out / args.family,
-                      device=pick_device(params.base.device), extra_inputs=_extra_inputs(args.input))
+                      device=pick_device(params.base.device), extra_inputs=_extra_inputs(args.input),
+                      train_shard=args.train)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     metrics = get_family(args.family).evaluate(ctx)

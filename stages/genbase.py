@@ -51,26 +51,56 @@ def to_signed(images: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class FieldScaler:
-    """Standardises the fields vector (N, F) with training-set statistics (kept in checkpoints)."""
-    mean: torch.Tensor   # (F,)
-    std: torch.Tensor    # (F,)
+    """Maps the fields vector (N, F) to the conditioning the generator sees (kept in checkpoints).
+
+    Without ``components`` it standardises every column. With them (``fit(..., components=K)``)
+    it projects the centred fields on their top-K principal axes and whitens them: the demo's
+    69 profile numbers are ~1 degree of freedom each, so near-unique per image, and a GAN
+    conditioned on all of them can only memorise ~1,400 (image, fields) pairs; a few whitened
+    shape axes (height, belly, neck...) carry the shape without naming the image. Values are
+    clipped to +-``clip`` so an odd profile cannot push the generator off its training range.
+    """
+    mean: torch.Tensor                         # (F,)
+    std: torch.Tensor                          # (F,) or, with components, (K,) per-axis scale
+    components: torch.Tensor | None = None     # (F, K) principal axes
+    clip: float = 3.0
 
     @classmethod
-    def fit(cls, fields: torch.Tensor) -> "FieldScaler":
+    def fit(cls, fields: torch.Tensor, components: int = 0) -> "FieldScaler":
         if fields.shape[1] == 0:
             return cls(torch.zeros(0), torch.ones(0))
+        fields = fields.float()
+        mean = fields.mean(0)
+        if 0 < components < fields.shape[1]:
+            _, singular, vh = torch.linalg.svd(fields - mean, full_matrices=False)
+            scale = singular[:components] / max(1, len(fields) - 1) ** 0.5      # per-axis std
+            return cls(mean, torch.where(scale > 1e-6, scale, torch.ones_like(scale)), vh[:components].T.contiguous())
         std = fields.std(0)
-        return cls(fields.mean(0), torch.where(std > 1e-6, std, torch.ones_like(std)))   # constant columns stay
+        return cls(mean, torch.where(std > 1e-6, std, torch.ones_like(std)))   # constant columns stay
+
+    @property
+    def dim(self) -> int:
+        return len(self.std)
 
     def __call__(self, fields: torch.Tensor) -> torch.Tensor:
-        return (fields.float() - self.mean.to(fields.device)) / self.std.to(fields.device)
+        centred = fields.float() - self.mean.to(fields.device)
+        if self.components is None:
+            return centred / self.std.to(fields.device)
+        projected = centred @ self.components.to(fields.device) / self.std.to(fields.device)
+        return projected.clamp(-self.clip, self.clip)
 
     def state(self) -> dict:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+        state = {"mean": self.mean.tolist(), "std": self.std.tolist()}
+        if self.components is not None:
+            state.update(components=self.components.tolist(), clip=self.clip)
+        return state
 
     @classmethod
     def from_state(cls, state: dict) -> "FieldScaler":
-        return cls(torch.tensor(state["mean"], dtype=torch.float32), torch.tensor(state["std"], dtype=torch.float32))
+        components = state.get("components")
+        return cls(torch.tensor(state["mean"], dtype=torch.float32), torch.tensor(state["std"], dtype=torch.float32),
+                   None if components is None else torch.tensor(components, dtype=torch.float32).reshape(len(state["mean"]), -1),
+                   float(state.get("clip", 3.0)))
 
 
 def condition(labels: torch.Tensor, fields: torch.Tensor, num_classes: int, scaler: FieldScaler,

@@ -100,7 +100,8 @@ def test_cluster_agreement_perfect_and_permuted_labels():
 
 
 def test_vae_disentanglement_scores_only_rows_with_ground_truth():
-    """A kept distractor has no factors (NaN): MIG/DCI use the other rows instead of failing."""
+    """A kept distractor has no factors (NaN): MIG/DCI use the other rows instead of failing;
+    with the training shard given, its rows are scored too."""
     from types import SimpleNamespace
 
     import torch
@@ -112,7 +113,11 @@ def test_vae_disentanglement_scores_only_rows_with_ground_truth():
     mu = torch.cat([factors * 4, torch.randn(200, 1, generator=gen)], dim=1)       # codes follow factors
     factors[:20] = float("nan")
     shard = SimpleNamespace(factors=factors, factor_names=["height", "width"])
-    metrics = disentanglement(mu, shard, SimpleNamespace(mig_bins=10, dci=False))
+    cfg = SimpleNamespace(mig_bins=10, dci=False)
+    metrics = disentanglement([(mu, shard)], cfg)
     assert metrics["mig_images"] == 180 and metrics["mig"] > 0.3
+    train = SimpleNamespace(factors=torch.rand(50, 2, generator=gen), factor_names=["height", "width"])
+    both = disentanglement([(mu, shard), (torch.cat([train.factors * 4, torch.zeros(50, 1)], dim=1), train)], cfg)
+    assert both["mig_images"] == 230 and both["mig"] > 0.3
     shard.factors = torch.full((5, 2), float("nan"))
-    assert disentanglement(mu[:5], shard, SimpleNamespace(mig_bins=10, dci=False)) == {}
+    assert disentanglement([(mu[:5], shard)], cfg) == {}

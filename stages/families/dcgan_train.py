@@ -101,7 +101,7 @@ def train(ctx) -> None:
     cfg = ctx.cfg
     shard = genbase.read_shard(ctx.train_shard)
     shard.images = genbase.resize_uint8(shard.images, cfg.image_size)
-    gans = GanSet(cfg, shard.classes, genbase.FieldScaler.fit(shard.fields), shard.fields.shape[1])
+    gans = GanSet(cfg, shard.classes, genbase.FieldScaler.fit(shard.fields, cfg.field_components), shard.fields.shape[1])
     for net in (*gans.generators.values(), *gans.discriminators.values()):
         net.apply(init_weights)
     gans.start_ema()
