@@ -186,6 +186,7 @@ def test_autoencoder_evaluates_clusters_and_draws_latent_plots(workdir):
     ("image_size", 48, "train.dcgan.image_size"),
     ("label_smoothing", [0.9, 0.8], "train.dcgan.label_smoothing"),
     ("diff_augment", ["flip"], "train.dcgan.diff_augment"),
+    ("coarse_size", 64, "train.dcgan.coarse_size"),
 ])
 def test_bad_dcgan_params_name_the_key(workdir, key, value, message):
     from stages.params import load_params

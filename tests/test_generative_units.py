@@ -49,7 +49,7 @@ def test_dcgan_generator_coarse_field_paints_a_smooth_colour_layer():
     noise, cond = torch.randn(5, 8), torch.eye(2)[[0, 1, 0, 1, 0]]
     out = gen(noise, cond)
     assert out.shape == (5, 3, 32, 32) and out.abs().max() < 1
-    field = gen.coarse(torch.cat([noise, cond], 1)).view(5, 3, 4, 4)
+    field = gen.coarse.linear(torch.cat([noise, cond], 1)).view(5, 3, 4, 4)
     expected = torch.tanh(F.interpolate(field, size=(32, 32), mode="bilinear", align_corners=False))
     assert torch.allclose(out, expected, atol=1e-6) and out.std() > 0   # the colour comes from the field alone
     assert Generator(8, 2, 32, 8)(noise, cond).shape == (5, 3, 32, 32)    # coarse_size 0: convs only
@@ -67,7 +67,7 @@ def test_vae_decoder_adds_the_coarse_colour_field_before_the_tanh(coarse_size):
         out = model.decode(z)
     assert out.shape == (3, 3, 32, 32)
     if coarse_size:
-        field = model.coarse(z).view(3, 3, 8, 8)
+        field = model.coarse.linear(z).view(3, 3, 8, 8)
         expected = torch.tanh(F.interpolate(field, size=(32, 32), mode="bilinear", align_corners=False))
         assert torch.allclose(out, expected, atol=1e-6) and out.std() > 0
     else:

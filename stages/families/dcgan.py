@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from stages import genbase
 from stages.families import register_family
 from stages.families.dcgan_augment import POLICIES
+from stages.families.convnets import validate_coarse
 from stages.families.dcgan_nets import SIZES, Discriminator, Generator, init_weights
 from stages.schema import ParamsError, bounds
 
@@ -60,6 +61,7 @@ class DCGANTrain:
         lo_hi = self.label_smoothing
         if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] <= 1:
             raise ParamsError(f"{path}.label_smoothing", f"must be [lo, hi] with 0 < lo <= hi <= 1 (got {lo_hi})")
+        validate_coarse(self, path)
         unknown = [p for p in self.diff_augment if p not in POLICIES]
         if unknown:
             raise ParamsError(f"{path}.diff_augment", f"unknown {unknown}; allowed: {', '.join(POLICIES)}")

@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _sn
+
+from stages.families.convnets import CoarseColour
 
 SIZES = (32, 64, 128)
 
@@ -29,10 +30,8 @@ def up_steps(size: int) -> int:
 
 
 class Generator(nn.Module):
-    """With ``coarse_size`` k, a linear map of [z, c] also paints a k x k colour field that is
-    upsampled and added before the tanh: the demo's grounds are smooth colour fields, which
-    a transposed-conv stack learns late (the VAE's decoder showed the same), so the convs are
-    left the shapes and shading."""
+    """With ``coarse_size`` k, [z, c] also paints a k x k colour field (CoarseColour) that is
+    added before the tanh: the smooth grounds come from it, the convs are left the pot."""
 
     def __init__(self, noise_dim: int, cond_dim: int, size: int, width: int, coarse_size: int = 0):
         super().__init__()
@@ -44,17 +43,14 @@ class Generator(nn.Module):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(channels[-1], 3, 4, 2, 1)]        # (B, 3, S, S), pre-tanh
         self.net = nn.Sequential(*layers)
-        self.noise_dim, self.cond_dim, self.size, self.coarse_size = noise_dim, cond_dim, size, coarse_size
-        if coarse_size:
-            self.coarse = nn.Linear(noise_dim + cond_dim, 3 * coarse_size ** 2)
+        self.noise_dim, self.cond_dim = noise_dim, cond_dim
+        self.coarse = CoarseColour(noise_dim + cond_dim, size, coarse_size) if coarse_size else None
 
     def forward(self, noise: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         x = torch.cat([noise, cond], dim=1)                      # (B, Z + C)
         out = self.net(x[:, :, None, None])
-        if self.coarse_size:
-            k = self.coarse_size
-            field = self.coarse(x).view(len(x), 3, k, k)
-            out = out + F.interpolate(field, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        if self.coarse is not None:
+            out = out + self.coarse(x)
         return torch.tanh(out)
 
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from stages import genbase
 from stages.families import register_family
-from stages.families.convnets import check_size, validate_size, decoder, encoder
+from stages.families.convnets import CoarseColour, check_size, decoder, encoder, validate_coarse, validate_size
 from stages.schema import bounds
 
 
@@ -25,7 +25,7 @@ class VAETrain:
     image_size: int = field(default=64, metadata=bounds(ge=16, le=256))
     latent_dim: int = field(default=10, metadata=bounds(ge=2))
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])    # one halving each
-    coarse_size: int = field(default=8, metadata=bounds(ge=0))              # z -> 3 x k x k colour field; 0: off
+    coarse_size: int = field(default=0, metadata=bounds(ge=0))              # z -> 3 x k x k colour field; 0: off
     beta: float = field(default=1.0, metadata=bounds(ge=0))
     kl_warmup_epochs: int = field(default=3, metadata=bounds(ge=0))         # 0: full β from the start
     recon_loss: Literal["mse", "l1"] = "mse"
@@ -39,6 +39,7 @@ class VAETrain:
 
     def validate(self, path: str) -> None:
         validate_size(self, path)
+        validate_coarse(self, path)
 
 
 @dataclass
@@ -63,9 +64,7 @@ class BetaVAE(nn.Module):
         self.to_stats = nn.Linear(flat, 2 * cfg.latent_dim)      # -> (mu, logvar)
         self.from_latent = nn.Linear(cfg.latent_dim, flat)
         self.decode_map = decoder(list(reversed(cfg.widths)), cfg.widths[-1])
-        self.size, self.coarse_size = cfg.image_size, cfg.coarse_size
-        if cfg.coarse_size:
-            self.coarse = nn.Linear(cfg.latent_dim, 3 * cfg.coarse_size ** 2)   # z -> low-res colour field
+        self.coarse = CoarseColour(cfg.latent_dim, cfg.image_size, cfg.coarse_size) if cfg.coarse_size else None
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, S, S) -> mu, logvar, each (B, L)."""
@@ -75,18 +74,13 @@ class BetaVAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, L) -> (B, 3, S, S) in [-1, 1].
 
-        The conv stack draws the shapes; with ``coarse_size`` a linear map from z paints a
-        k x k colour field, upsampled and added before the tanh. Without it the conv decoder
-        learns luminance layout first and colour only after many epochs: on the demo, chroma
-        of its outputs was 0.012 after 6 epochs (inputs 0.076) and still grey at 30; with the
-        8 x 8 field it was 0.071 after 6 epochs at a lower MSE and the same KL.
+        The conv stack draws the shapes; with ``coarse_size`` z also paints a k x k colour
+        field (CoarseColour), added before the tanh: without it reconstructions stay grey.
         """
         h = F.relu(self.from_latent(z)).view(len(z), *self.shape)
         body = self.decode_map[:-1](h)                              # pre-tanh (B, 3, S, S)
-        if self.coarse_size:
-            k = self.coarse_size
-            field_ = self.coarse(z).view(len(z), 3, k, k)
-            body = body + F.interpolate(field_, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        if self.coarse is not None:
+            body = body + self.coarse(z)
         return torch.tanh(body)
 
     def forward(self, x: torch.Tensor):

@@ -75,7 +75,9 @@ def scored_codes(ctx, model, test, test_mu, size: int) -> list:
     scored = [(test_mu, test)]
     if ctx.train_shard is not None:
         train = genbase.read_shard(ctx.train_shard)
-        if train.factor_names == test.factor_names:
+        if train.factor_names != test.factor_names:
+            print(f"vae: {ctx.train_shard} has other factors than the test shard; MIG/DCI on the test shard only")
+        else:
             scored.append((encode_all(model, genbase.resize_uint8(train.images, size), ctx.device)[0], train))
     return scored
 
