@@ -91,6 +91,34 @@ def test_pot_fields_and_factors(small_corpus):
         assert tall == (r.item.cls == "vase")
 
 
+def test_ground_factors_describe_the_visible_ground():
+    """ground_value is the value of the ground's mean colour: where the pot does not cover it,
+    the image shows that ground (exactly for a solid one, up to the render noise)."""
+    import colorsys
+
+    recorded, seen = [], []
+    for i in range(30):
+        pot = render_pot(11, i % 2, i, SIZE)
+        visible = pot.image[pot.coverage < 0.01].mean(0) / 255
+        recorded.append(pot.factors["ground_value"]), seen.append(colorsys.rgb_to_hsv(*visible)[2])
+        if pot.factors["ground_kind"] == 0:   # solid
+            assert abs(seen[-1] - recorded[-1]) < 0.02
+    assert {render_pot(11, i % 2, i, SIZE).factors["ground_kind"] for i in range(30)} == {0.0, 1.0, 2.0}
+    assert np.corrcoef(recorded, seen)[0, 1] > 0.9
+
+
+def test_recording_the_ground_draws_nothing_more():
+    """draw_ground returns what draw_background draws and leaves the random stream where it
+    did, so recording ground factors kept every image of the corpus as it was."""
+    from stages.demo.backgrounds import draw_background, draw_ground
+
+    for seed in range(6):
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        image, _ = draw_ground(a, SIZE, avoid=np.array([0.5, 0.2, 0.1]))
+        assert np.array_equal(image, draw_background(b, SIZE, avoid=np.array([0.5, 0.2, 0.1])))
+        assert a.random() == b.random()
+
+
 def test_every_junk_type_is_what_it_claims(small_corpus):
     junk = {(r.item.cls, r.junk): r for r in small_corpus if r.item.kind == "junk"}
     assert {kind for _, kind in junk} == set(JUNK_TYPES)

@@ -23,17 +23,26 @@ def contrasting_colour(rng: np.random.Generator, avoid: np.ndarray | None, tries
     return colour
 
 
+GROUND_KINDS = ("solid", "gradient", "noise")
+
+
 def draw_background(rng: np.random.Generator, size: int, avoid: np.ndarray | None = None,
                     width: int | None = None) -> np.ndarray:
     """(size, width or size, 3) float image in [0, 1]."""
+    return draw_ground(rng, size, avoid, width)[0]
+
+
+def draw_ground(rng: np.random.Generator, size: int, avoid: np.ndarray | None = None,
+                width: int | None = None) -> tuple[np.ndarray, int]:
+    """A background and its kind (an index into GROUND_KINDS)."""
     width = width or size
-    kind = rng.integers(3)
+    kind = int(rng.integers(3))
     base = contrasting_colour(rng, avoid)
     if kind == 0:
-        return np.broadcast_to(base, (size, width, 3)).copy()
+        return np.broadcast_to(base, (size, width, 3)).copy(), kind
     if kind == 1:
-        return linear_gradient(rng, size, width, base, contrasting_colour(rng, avoid))
-    return smooth_noise(rng, size, width, base, amplitude=rng.uniform(0.08, 0.25))
+        return linear_gradient(rng, size, width, base, contrasting_colour(rng, avoid)), kind
+    return smooth_noise(rng, size, width, base, amplitude=rng.uniform(0.08, 0.25)), kind
 
 
 def linear_gradient(rng, size, width, start, end) -> np.ndarray:

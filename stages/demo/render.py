@@ -5,7 +5,9 @@ builds its ``.fields`` vector (see ``shapes``), and ray-casts the surface of rev
 from the fields alone under an orthographic camera looking slightly down (so the rim
 ellipse and, for open bowls, the inside show). Glaze colour, stripe, lighting,
 background, scale, position and in-plane rotation vary per image, so neither colour
-nor pixel position gives the class away; only the shape does.
+nor pixel position gives the class away; only the shape does. ``factors`` records what was
+drawn, the ground included (its kind and mean colour): the ground covers most pixels, so a
+VAE spends most of its code on it.
 
 Everything comes from ``np.random.default_rng([seed, class_index, i, KIND_POT])``, so
 an item renders the same whatever the order or the number of worker processes.
@@ -19,14 +21,15 @@ import numpy as np
 from PIL import Image
 
 from stages.demo import shapes
-from stages.demo.backgrounds import draw_background
+from stages.demo.backgrounds import draw_ground
 
 KIND_POT = 0
 SUPERSAMPLE = 2   # render at 2x and box-filter down: anti-aliased edges
 LEVELS = 56       # rings the profile is sampled at, bottom to top
 FACTOR_NAMES = ("height", "width", "belly_width", "belly_height", "neck_width", "rim_width",
                 "foot_width", "glaze_hue", "glaze_saturation", "glaze_value", "stripe",
-                "light_azimuth", "light_elevation", "view_elevation", "rotation", "scale", "x", "y")
+                "light_azimuth", "light_elevation", "view_elevation", "rotation", "scale", "x", "y",
+                "ground_kind", "ground_hue", "ground_saturation", "ground_value")
 
 
 @dataclass
@@ -66,11 +69,11 @@ def render_pot(seed: int, class_index: int, i: int, size: int, kind: int = KIND_
     shape = shapes.SHAPE_DRAWERS[shapes.CLASSES[class_index]](rng)
     fields = shapes.shape_to_fields(shape)                     # (23, 3)
     view = draw_view(rng)
-    background = draw_background(rng, size, avoid=view.glaze)  # (H, W, 3) float in [0, 1]
+    background, ground_kind = draw_ground(rng, size, avoid=view.glaze)  # (H, W, 3) float in [0, 1]
     rgb, alpha, bbox = shade_pot(fields, view, size)
     image = rgb * alpha[..., None] + background * (1 - alpha[..., None])
     image = np.clip(image * 255 + rng.normal(0, 2.0, image.shape), 0, 255).astype(np.uint8)
-    return Pot(image, fields.reshape(-1), pot_factors(fields, view, bbox), alpha)
+    return Pot(image, fields.reshape(-1), pot_factors(fields, view, bbox, ground_factors(background, ground_kind)), alpha)
 
 
 def draw_view(rng: np.random.Generator) -> View:
@@ -89,7 +92,13 @@ def draw_view(rng: np.random.Generator) -> View:
                 shininess=rng.uniform(8, 60), glaze=glaze, stripe=stripe)
 
 
-def pot_factors(fields: np.ndarray, view: View, bbox: dict) -> dict:
+def ground_factors(background: np.ndarray, kind: int) -> dict:
+    """The ground's kind and the HSV of its mean colour: what a gradient or noise ground shows."""
+    hue, sat, val = colorsys.rgb_to_hsv(*background.reshape(-1, 3).mean(0))
+    return {"ground_kind": kind, "ground_hue": hue, "ground_saturation": sat, "ground_value": val}
+
+
+def pot_factors(fields: np.ndarray, view: View, bbox: dict, ground: dict) -> dict:
     """The generative factors drawn for this image, as plain floats (ground truth for a VAE)."""
     _, radii, heights = shapes.outer_knots(fields)
     hue, sat, val = colorsys.rgb_to_hsv(*view.glaze)
@@ -100,7 +109,7 @@ def pot_factors(fields: np.ndarray, view: View, bbox: dict) -> dict:
               "glaze_saturation": sat, "glaze_value": val, "stripe": float(view.stripe is not None),
               "light_azimuth": az, "light_elevation": np.arcsin(view.light[1]),
               "view_elevation": view.elevation, "rotation": np.rad2deg(view.rotation),
-              "scale": bbox["scale"], "x": bbox["x"], "y": bbox["y"]}
+              "scale": bbox["scale"], "x": bbox["x"], "y": bbox["y"], **ground}
     return {name: round(float(values[name]), 6) for name in FACTOR_NAMES}
 
 
