@@ -73,7 +73,8 @@ def render_pot(seed: int, class_index: int, i: int, size: int, kind: int = KIND_
     rgb, alpha, bbox = shade_pot(fields, view, size)
     image = rgb * alpha[..., None] + background * (1 - alpha[..., None])
     image = np.clip(image * 255 + rng.normal(0, 2.0, image.shape), 0, 255).astype(np.uint8)
-    return Pot(image, fields.reshape(-1), pot_factors(fields, view, bbox, ground_factors(background, ground_kind)), alpha)
+    factors = pot_factors(fields, view, bbox, ground_factors(background, ground_kind))
+    return Pot(image, fields.reshape(-1), factors, alpha)
 
 
 def draw_view(rng: np.random.Generator) -> View:
