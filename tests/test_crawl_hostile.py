@@ -53,7 +53,10 @@ class Hostile(BaseHTTPRequestHandler):
         for key, value in headers:
             self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass   # the crawl hung up (a timeout we provoked): nothing to report
 
     def stream_big(self, declare_length: bool):
         """200 MB from one 64 KiB buffer; stops when the client hangs up."""

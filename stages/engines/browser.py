@@ -12,12 +12,12 @@ import functools
 import os
 import shutil
 import subprocess
-import tempfile
+import sys
 import time
 from dataclasses import dataclass
 from typing import Iterator
 
-from stages.engines import extract_full_url, page_url, search_url
+from stages.engines import extract_full_url, page_url, search_url, watchdog
 from stages.params import EngineDef, StageError
 
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -55,60 +55,74 @@ def find_chromium() -> tuple[str, str]:
     return browser, driver
 
 
-# The watchdog leads a process group that ChromeDriver and Chromium join. It blocks on a
-# pipe only the crawl holds; when the crawl dies, even by SIGKILL, the pipe closes and
-# the watchdog stops its group (TERM, then KILL, itself last) and removes the profile.
-WATCHDOG = 'cat >/dev/null; trap "" TERM; kill -TERM 0; sleep 1; rm -rf "$1"; kill -KILL 0'
+# The watchdog (watchdog.py) makes the profile and leads a process group that ChromeDriver
+# and Chromium join. It blocks on a pipe only the crawl holds; when the crawl dies, even by
+# SIGKILL, the pipe closes and the watchdog kills the group, then removes the profile.
+def _start_watchdog() -> tuple[subprocess.Popen, str]:
+    """The watchdog and the profile it made and guards (it owns it from the first moment)."""
+    guard = subprocess.Popen([sys.executable, "-I", watchdog.__file__], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    profile = guard.stdout.readline().strip()   # once read, its group (pgid = pid) exists
+    if not profile:
+        raise StageError(f"the browser watchdog did not start (exit {guard.wait()})")
+    return guard, profile
 
 
-def _start_watchdog(profile: str) -> subprocess.Popen:
-    return subprocess.Popen(["sh", "-c", WATCHDOG, "kiln-browser-watchdog", profile],
-                            stdin=subprocess.PIPE, preexec_fn=os.setpgrp)  # pgid == its pid
+def _close(profile: str, guard: subprocess.Popen) -> None:
+    """Normal end, the browser gone: remove the profile, then dismiss the watchdog.
+
+    In that order, so a crawl killed halfway through the removal leaves it to the watchdog.
+    """
+    watchdog.remove_tree(profile)
+    guard.kill()
+    guard.stdin.close()
+    guard.stdout.close()
+    guard.wait()
 
 
-def _stop_watchdog(watchdog: subprocess.Popen) -> None:
-    """Normal end: the browser has quit, so the watchdog goes without acting."""
-    watchdog.kill()
-    watchdog.stdin.close()
-    watchdog.wait()
-
-
-@contextlib.contextmanager
-def open_browser(crawl) -> Iterator:
-    """A headless Chromium with a fresh profile, closed (and its profile removed) on exit."""
+def _start_driver(crawl, browser: str, driver_path: str, profile: str, group: int):
     from selenium import webdriver
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.chrome.service import Service
 
-    browser, driver_path = find_chromium()
-    # One temp root per browser: its profile and its own temp files (Chromium's TMPDIR),
-    # removed as a whole on exit, or by the watchdog after a kill.
-    profile = tempfile.mkdtemp(prefix="kiln-chromium-")
-    os.mkdir(os.path.join(profile, "tmp"))
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={os.path.join(profile, 'user-data')}", f"--user-agent={crawl.user_agent}"):
+    user_data = os.path.join(profile, watchdog.USER_DATA)
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={user_data}", f"--user-agent={crawl.user_agent}"):
         options.add_argument(flag)
     if not crawl.load_images:   # full-size URLs come from markup; thumbnails are not needed
         options.add_experimental_option("prefs", {"profile.managed_default_content_settings.images": 2})
-    watchdog = _start_watchdog(profile)
-    join_group = functools.partial(os.setpgid, 0, watchdog.pid)
-    service = Service(executable_path=driver_path, popen_kw={"preexec_fn": join_group},
-                      env={**os.environ, "TMPDIR": os.path.join(profile, "tmp")})
+    service = Service(executable_path=driver_path,
+                      popen_kw={"preexec_fn": functools.partial(os.setpgid, 0, group)},
+                      env={**os.environ, "TMPDIR": os.path.join(profile, watchdog.TMP)})
     try:
-        driver = webdriver.Chrome(service=service, options=options)
+        return webdriver.Chrome(service=service, options=options)
     except WebDriverException as err:
-        _stop_watchdog(watchdog)
-        shutil.rmtree(profile, ignore_errors=True)
         first = (err.msg or str(err)).strip().splitlines()[0]
         raise StageError(f"cannot start Chromium {browser} with {driver_path}: {first}") from None
+
+
+@contextlib.contextmanager
+def open_browser(crawl) -> Iterator:
+    """A headless Chromium with a fresh profile, closed (and its profile removed) on exit.
+
+    One temp root per browser holds its profile and its own temp files (Chromium's TMPDIR).
+    """
+    browser, driver_path = find_chromium()
+    guard, profile = _start_watchdog()
+    try:
+        driver = _start_driver(crawl, browser, driver_path, profile, guard.pid)
+    except BaseException:
+        _close(profile, guard)
+        raise
     try:
         driver.set_page_load_timeout(crawl.page_load_timeout_s)
         yield driver
     finally:
-        driver.quit()
-        _stop_watchdog(watchdog)
-        shutil.rmtree(profile, ignore_errors=True)
+        try:
+            driver.quit()
+        finally:
+            _close(profile, guard)
 
 
 def _click_first_visible(driver, selector: str) -> bool:
