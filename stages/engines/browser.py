@@ -64,7 +64,10 @@ def _start_watchdog() -> tuple[subprocess.Popen, str]:
                              stdout=subprocess.PIPE, text=True)
     profile = guard.stdout.readline().strip()   # once read, its group (pgid = pid) exists
     if not profile:
-        raise StageError(f"the browser watchdog did not start (exit {guard.wait()})")
+        guard.stdin.close()
+        guard.stdout.close()
+        code = guard.wait()
+        raise StageError(f"the browser watchdog did not start (exit {code}; its error is above)")
     return guard, profile
 
 

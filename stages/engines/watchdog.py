@@ -54,8 +54,11 @@ def stop_group_then_remove(profile: str) -> None:
 
 def main() -> None:
     os.setpgrp()   # lead a group of our own: the only group this script may ever kill
-    profile = tempfile.mkdtemp(prefix="kiln-chromium-")
-    os.mkdir(os.path.join(profile, TMP))
+    try:
+        profile = tempfile.mkdtemp(prefix="kiln-chromium-")
+        os.mkdir(os.path.join(profile, TMP))
+    except OSError as err:   # the crawl reads no path and reports our exit
+        sys.exit(f"kiln browser watchdog: cannot make a browser profile under $TMPDIR: {err}")
     try:
         os.write(sys.stdout.fileno(), f"{profile}\n".encode())
     except BrokenPipeError:   # the crawl died before reading it: clean up at once
