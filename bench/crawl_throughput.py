@@ -64,7 +64,7 @@ def build_corpus(root: Path, classes: list[str], per_class: int, size: int = 64)
 def run_crawl(tmp: Path, demo: Path, params: dict, label: str) -> dict:
     params_path, out = tmp / f"params-{label}.yaml", tmp / f"raw-{label}"
     params_path.write_text(yaml.safe_dump(params))
-    cmd = [sys.executable, "-m", "stages.crawl", "--params", str(params_path), "--demo", str(demo),
+    cmd = [sys.executable, "-m", "stages.crawl.__main__", "--params", str(params_path), "--demo", str(demo),
            "--out", str(out), "--work", str(tmp / f"work-{label}")]
     began = time.monotonic()
     done = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},

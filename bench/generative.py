@@ -79,8 +79,8 @@ def epoch_seconds(metrics_dir: Path, name: str = "epoch_seconds") -> list[float]
 
 def main() -> None:
     args = parse_args()
-    from stages import evaluate as evaluate_stage
-    from stages import train as train_stage
+    import stages.evaluate.__main__ as evaluate_stage
+    import stages.train.__main__ as train_stage
 
     with tempfile.TemporaryDirectory(prefix="kiln-bench-") as tmp:
         work = args.keep.resolve() if args.keep else Path(tmp)

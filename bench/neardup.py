@@ -25,10 +25,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from stages.ensemble import build_member, ensemble_probs, member_inputs  # noqa: E402
-from stages.neardup import HammingIndex, brute_force_pairs  # noqa: E402
-from stages.params import FilterNet  # noqa: E402
-from stages.quality import measure  # noqa: E402
+from stages.filter.ensemble import build_member, ensemble_probs, member_inputs  # noqa: E402
+from stages.shared.neardup import HammingIndex, brute_force_pairs  # noqa: E402
+from stages.common.params import FilterNet  # noqa: E402
+from stages.filter.quality import measure  # noqa: E402
 
 
 def planted(n: int, max_flips: int, seed: int = 0) -> tuple[np.ndarray, set]:

@@ -24,12 +24,12 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stages.batch_augment import batch_augment  # noqa: E402
-from stages.families.classifier import build_model, make_preprocess  # noqa: E402
-from stages.fit import autocast  # noqa: E402
-from stages.params import load_params  # noqa: E402
-from stages.pictures import to_pil  # noqa: E402
-from stages.shards import iterate_batches, load_shard  # noqa: E402
+from stages.shared.augment_ops import batch_augment  # noqa: E402
+from stages.families.classifier.core import build_model, make_preprocess  # noqa: E402
+from stages.shared.runtime import autocast  # noqa: E402
+from stages.common.params import load_params  # noqa: E402
+from stages.shared.pictures import to_pil  # noqa: E402
+from stages.shared.shards import iterate_batches, load_shard  # noqa: E402
 
 
 def export_image_folder(shard, root: Path) -> None:

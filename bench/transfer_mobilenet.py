@@ -33,7 +33,7 @@ def cpu_seconds() -> float:
 
 
 def make_split(demo: Path, out: Path, image_size: int) -> None:
-    from stages import split
+    import stages.split.__main__ as split
 
     data = yaml.safe_load(Path("params.yaml").read_text())
     data["base"]["image_size"] = image_size
@@ -44,7 +44,7 @@ def make_split(demo: Path, out: Path, image_size: int) -> None:
 
 
 def ensure_weights() -> None:
-    from stages.backbones import hub_checkpoint_path, install_packaged_weights
+    from stages.families.classifier.core.backbones import hub_checkpoint_path, install_packaged_weights
     from torchvision.models import MobileNet_V2_Weights
 
     if not hub_checkpoint_path(MobileNet_V2_Weights.IMAGENET1K_V1.url).is_file():
@@ -69,12 +69,12 @@ def parse_args():
 
 
 def main() -> None:
-    from stages.backbones import HeadConfig
-    from stages.families.classifier import ClassifierConfig, _fresh_state, fit, initial_model, make_preprocess
-    from stages.finetune import PhasesConfig
-    from stages.fit import predict, score
-    from stages.params import load_params
-    from stages.shards import load_shard
+    from stages.families.classifier.core.backbones import HeadConfig
+    from stages.families.classifier.core import ClassifierConfig, _fresh_state, fit, initial_model, make_preprocess
+    from stages.families.classifier.core.finetune import PhasesConfig
+    from stages.families.classifier.core.fit import predict, score
+    from stages.common.params import load_params
+    from stages.shared.shards import load_shard
 
     args = parse_args()
     torch.set_num_threads(args.threads)

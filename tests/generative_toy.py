@@ -11,7 +11,7 @@ import colorsys
 
 import torch
 
-from stages.shards import Shard, save_shard
+from stages.shared.shards import Shard, save_shard
 
 FACTOR_NAMES = ["height", "belly", "neck", "hue", "shift"]
 

@@ -6,9 +6,11 @@ import copy
 import torch
 from PIL import Image
 
-from stages import augment, split
-from stages.params import AugmentOps, parse_params
-from stages.shards import load_shard
+import stages.augment.__main__ as augment
+import stages.split.__main__ as split
+from stages.shared.augment_ops import AugmentOps
+from stages.common.params import parse_params
+from stages.shared.shards import load_shard
 from tests.conftest import write_params
 from tests.helpers import shapes_dataset
 

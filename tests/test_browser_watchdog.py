@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from conftest import stage_env
-from stages.engines import browser, watchdog
+from stages.crawl.engines import browser
+from stages.crawl.engines import watchdog
 
 # Joins the watchdog's group, ignores SIGTERM, writes into the profile until killed.
 WRITER = textwrap.dedent("""
@@ -32,7 +33,8 @@ WRITER = textwrap.dedent("""
 KILLED_WHILE_CLOSING = textwrap.dedent("""
     import os, signal, types
     from selenium import webdriver
-    from stages.engines import browser, watchdog
+    from stages.crawl.engines import browser
+    from stages.crawl.engines import watchdog
 
     class FakeDriver:
         def __init__(self, **_): pass

@@ -11,9 +11,9 @@ import time
 import pytest
 import torch
 
-from stages import split
-from stages.families.classifier import load_classifier
-from stages.shards import load_shard
+import stages.split.__main__ as split
+from stages.families.classifier.core import load_classifier
+from stages.shared.shards import load_shard
 from tests.conftest import stage_env, write_params
 from tests.helpers import shapes_dataset
 
@@ -33,7 +33,7 @@ def workdir(tmp_path, repo_params):
 
 
 def train_cmd(workdir):
-    return [sys.executable, "-m", "stages.train", "classifier", "--train", "split/train.pt",
+    return [sys.executable, "-m", "stages.train.__main__", "classifier", "--train", "split/train.pt",
             "--val", "split/val.pt", "--models", "models", "--metrics", "metrics"]
 
 
@@ -42,7 +42,7 @@ def test_trains_and_evaluates(workdir):
     assert proc.returncode == 0, proc.stderr
     model, classes, preprocess = load_classifier(workdir / "models/classifier/model.pt")
     assert classes == ["bowl", "vase"]
-    proc = subprocess.run([sys.executable, "-m", "stages.evaluate", "classifier", "--test", "split/test.pt",
+    proc = subprocess.run([sys.executable, "-m", "stages.evaluate.__main__", "classifier", "--test", "split/test.pt",
                            "--models", "models", "--out", "eval"], cwd=workdir, env=stage_env(),
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -88,7 +88,7 @@ def test_changed_config_does_not_resume(workdir):
 def test_shard_with_other_classes_is_refused(workdir):
     shard = load_shard(workdir / "split/val.pt")
     shard.classes = ["cat", "dog"]
-    from stages.shards import save_shard
+    from stages.shared.shards import save_shard
     save_shard(workdir / "split/val.pt", shard)
     proc = subprocess.run(train_cmd(workdir), cwd=workdir, env=stage_env(), capture_output=True, text=True)
     assert proc.returncode == 1

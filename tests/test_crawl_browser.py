@@ -12,13 +12,13 @@ import httpx
 import pytest
 
 from crawl_fakes import QUIET_LOCAL, make_corpus, write_params
-from stages import crawl as crawl_stage
-from stages.demo.site import LocalSite
-from stages.engines import BUILTIN
-from stages.engines.browser import collect, open_browser
-from stages.fetch.assemble import reason_kind
-from stages.params import Crawl, EngineDef, LocalSite as Knobs
-from stages.schema import from_dict
+import stages.crawl.__main__ as crawl_stage
+from stages.crawl.local_site import LocalSite
+from stages.crawl.engines import BUILTIN
+from stages.crawl.engines.browser import collect, open_browser
+from stages.crawl.fetch.assemble import reason_kind
+from stages.crawl.config import Crawl, EngineDef, LocalSite as Knobs
+from stages.common.schema import from_dict
 
 FIXTURES = Path(__file__).parent / "fixtures" / "engines"
 

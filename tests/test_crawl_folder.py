@@ -7,7 +7,7 @@ import json
 import pytest
 
 from crawl_fakes import jpeg_bytes, noisy_jpeg, png_bytes, write_params
-from stages import crawl as crawl_stage
+import stages.crawl.__main__ as crawl_stage
 
 
 def test_folder_source(tmp_path, capsys):

@@ -17,12 +17,12 @@ import pytest
 from PIL import Image
 
 from crawl_fakes import bomb_png, noisy_jpeg, png_bytes
-from stages.crawl import UrlKeys, download_all, pending_jobs
-from stages.fetch.assemble import collect_outcome, write_raw
-from stages.fetch.journal import Journal, work_dir
-from stages.fetch.safety import Policy
-from stages.params import Crawl
-from stages.schema import from_dict
+from stages.crawl.__main__ import UrlKeys, download_all, pending_jobs
+from stages.crawl.fetch.assemble import collect_outcome, write_raw
+from stages.crawl.fetch.journal import Journal, work_dir
+from stages.crawl.fetch.safety import Policy
+from stages.crawl.config import Crawl
+from stages.common.schema import from_dict
 
 BIG = 200 * 1024 * 1024
 GOOD = png_bytes(color=(1, 2, 3))

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def crawl_cmd(tmp: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "stages.crawl", "--params", str(tmp / "params.yaml"),
+    return [sys.executable, "-m", "stages.crawl.__main__", "--params", str(tmp / "params.yaml"),
             "--demo", str(tmp / "demo"), "--out", str(out), "--work", str(tmp / "work")]
 
 

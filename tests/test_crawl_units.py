@@ -10,13 +10,18 @@ from pathlib import Path
 import pytest
 
 from crawl_fakes import jpeg_bytes, noisy_jpeg, png_bytes
-from stages.engines import BUILTIN, extract_full_url, page_url, resolve_engine, search_url
-from stages.fetch.download import HostGate
-from stages.fetch.images import Limits, Rejected, check_image, content_type_ok
-from stages.fetch.journal import Journal, work_dir
-from stages.fetch.safety import Policy, UnsafeURL, check_url
-from stages.params import Crawl, EngineDef, FullUrl, ParamsError
-from stages.schema import from_dict
+from stages.crawl.engines import BUILTIN
+from stages.crawl.engines import extract_full_url
+from stages.crawl.engines import page_url
+from stages.crawl.engines import resolve_engine
+from stages.crawl.engines import search_url
+from stages.crawl.fetch.download import HostGate
+from stages.crawl.fetch.images import Limits, Rejected, check_image, content_type_ok
+from stages.crawl.fetch.journal import Journal, work_dir
+from stages.crawl.fetch.safety import Policy, UnsafeURL, check_url
+from stages.crawl.config import Crawl, EngineDef, FullUrl
+from stages.common.schema import ParamsError
+from stages.common.schema import from_dict
 
 FIXTURES = Path(__file__).parent / "fixtures" / "engines"
 LIMITS = Limits(("image/jpeg", "image/png", "image/webp"), max_pixels=4_000_000, min_side=32)
@@ -207,8 +212,8 @@ def test_host_gate_spaces_request_starts():
 
 
 def test_requests_go_to_the_checked_address_not_a_new_lookup():
-    from stages.fetch.download import _pinned
-    from stages.fetch.safety import Target
+    from stages.crawl.fetch.download import _pinned
+    from stages.crawl.fetch.safety import Target
 
     url, headers, ext = _pinned(Target("https://img.example/p/a.jpg?x=1", "img.example", 443, "93.184.216.34"))
     assert (url, headers, ext) == ("https://93.184.216.34/p/a.jpg?x=1", {"Host": "img.example"},

@@ -17,7 +17,7 @@ from stages.demo.__main__ import render_all
 from stages.demo.corpus import plan_items, read_fields_chunk, render_item
 from stages.demo.junk import JUNK_TYPES, ODD_ASPECT, TINY
 from stages.demo.render import FACTOR_NAMES, render_pot
-from stages.io import sha256_bytes
+from stages.common.io import sha256_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32

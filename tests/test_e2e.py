@@ -120,7 +120,7 @@ def test_filter_threshold_reruns_filter_and_what_follows_only(project):
 
 
 def test_use_hpo_trains_with_the_best_params(project):
-    from stages.checkpoint import load_checkpoint
+    from stages.shared.checkpoint import load_checkpoint
 
     proc = run(["dvc", "exp", "run", "-S", "train.classifier.use_hpo=true", "-n", "hpo"], project)
     assert ran_stages(proc.stdout) == retrained_classifier(tiny_params()["families"])

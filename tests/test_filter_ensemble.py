@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from stages.ensemble import bootstrap_index, ensemble_probs, member_inputs, run_cascade, train_member, vote
-from stages.params import FilterNet
+from stages.filter.ensemble import bootstrap_index, ensemble_probs, member_inputs, run_cascade, train_member, vote
+from stages.filter.config import FilterNet
 
 # three members, five images: columns are images
 PROBS = np.array([

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.filter_labels import (Example, gather_examples, holdout_mask, join_truth)
-from stages.params import DemoLabels, FilterLabels, StageError
+from stages.filter.labels import (Example, gather_examples, holdout_mask, join_truth)
+from stages.filter.config import DemoLabels, FilterLabels
+from stages.common.errors import StageError
 
 
 def rows_and_truth():
@@ -74,7 +75,7 @@ def test_holdout_is_stratified_and_seeded():
 
 
 def test_for_class_turns_other_classes_into_rejects():
-    from stages.filter_labels import for_class
+    from stages.filter.labels import for_class
 
     rows = [{"class": "bowl"}, {"class": "vase"}, {"class": "bowl"}]
     examples = [Example("a", 1, "weak", 0), Example("b", 1, "weak", 1), Example("c", 0, "weak", 2),

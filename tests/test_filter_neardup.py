@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.neardup import (HammingIndex, brute_force_pairs, choose_chunks, group_near_duplicates,
+from stages.shared.neardup import (HammingIndex, brute_force_pairs, choose_chunks, group_near_duplicates,
                             hex_to_uint64, phash_hex, union_find_groups)
 
 
@@ -31,7 +31,7 @@ def test_pairs_match_brute_force(max_distance):
 
 
 def test_every_chunk_count_is_exact(monkeypatch):
-    import stages.neardup as nd
+    import stages.shared.neardup as nd
     hashes = planted_hashes(500, 200, max_flips=9, seed=7)
     expected = brute_force_pairs(hashes, 7)
     for chunks in range(2, 9):   # 1 chunk at radius 7 would probe 6e8 values

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from stages.params import FilterQuality
-from stages.quality import measure, per_image_reasons, quality_reasons
+from stages.filter.config import FilterQuality
+from stages.filter.quality import measure, per_image_reasons, quality_reasons
 
 RNG = np.random.default_rng(0)
 

@@ -11,9 +11,9 @@ import yaml
 from PIL import Image, ImageFilter
 
 from stages import families
-from stages.filter import main
-from stages.neardup import group_near_duplicates
-from stages.params import run_stage
+from stages.filter.__main__ import main
+from stages.shared.neardup import group_near_duplicates
+from stages.common.errors import run_stage
 
 TINY_FILTER = {
     "quality": {"near_max_distance": 10},
@@ -247,10 +247,10 @@ def test_per_class_filter_takes_other_classes_as_negatives(tmp_path, monkeypatch
 
 def test_member_inputs_are_computed_once_per_view_and_keep_example_order(tmp_path, monkeypatch):
     """Crawled examples reuse the rows' inputs; a curated image outside the crawl is read itself."""
-    from stages import filter as filter_stage
-    from stages.filter import MemberInputs
-    from stages.filter_labels import Example
-    from stages.params import FilterNet
+    import stages.filter.__main__ as filter_stage
+    from stages.filter.__main__ import MemberInputs
+    from stages.filter.labels import Example
+    from stages.filter.config import FilterNet
 
     monkeypatch.chdir(tmp_path)
     paths = []

@@ -14,10 +14,10 @@ import yaml
 from PIL import Image
 
 from generative_toy import write_shards
-from stages import evaluate as evaluate_stage
-from stages import genbase
-from stages import train as train_stage
-from stages.schema import ParamsError
+import stages.evaluate.__main__ as evaluate_stage
+from stages.families._shared import gen as genbase
+import stages.train.__main__ as train_stage
+from stages.common.schema import ParamsError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,7 @@ def workdir(tmp_path, monkeypatch):
 @pytest.fixture()
 def fake_classifier(workdir, monkeypatch):
     """A stand-in for the lead's classifier that calls every image 'vase' (index 1)."""
-    module = types.ModuleType("stages.families.classifier")
+    module = types.ModuleType("stages.families.classifier.core")
 
     def load_classifier(path, device):
         assert Path(path) == Path("models/classifier/model.pt")
@@ -64,7 +64,7 @@ def fake_classifier(workdir, monkeypatch):
         return model, ["bowl", "vase"], lambda images: images.float() / 255
 
     module.load_classifier = load_classifier
-    monkeypatch.setitem(sys.modules, "stages.families.classifier", module)
+    monkeypatch.setitem(sys.modules, "stages.families.classifier.core", module)
     (workdir / "models/classifier").mkdir(parents=True)
     (workdir / "models/classifier/model.pt").write_bytes(b"stand-in")
 
@@ -139,7 +139,7 @@ def test_dcgan_evaluates_fid_against_a_baseline_and_class_accuracy(workdir, fake
 
 
 def test_dcgan_small_data_recipe_trains_and_samples_from_the_ema(workdir, fake_classifier):
-    from stages.families.dcgan import load_gan
+    from stages.families.dcgan.core import load_gan
 
     write_params(workdir, {"dcgan": {"spectral_norm": True, "diff_augment": ["color", "translation", "cutout"],
                                      "ema_decay": 0.999, "lr_d": 4e-4, "precision": "auto"}})
@@ -189,7 +189,7 @@ def test_autoencoder_evaluates_clusters_and_draws_latent_plots(workdir):
     ("coarse_size", 64, "train.dcgan.coarse_size"),
 ])
 def test_bad_dcgan_params_name_the_key(workdir, key, value, message):
-    from stages.params import load_params
+    from stages.common.params import load_params
 
     write_params(workdir, {"dcgan": {key: value}})
     with pytest.raises(ParamsError) as err:
@@ -198,7 +198,7 @@ def test_bad_dcgan_params_name_the_key(workdir, key, value, message):
 
 
 def test_vae_widths_that_do_not_divide_the_image_size_are_rejected(workdir):
-    from stages.params import load_params
+    from stages.common.params import load_params
 
     write_params(workdir, {"vae": {"image_size": 40, "widths": [8, 16, 32, 64]}})
     with pytest.raises(ParamsError) as err:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import linalg
 
-from stages.genmetrics import (PSNR_CAP, cluster_agreement, dci, discretise, frechet_distance,
+from stages.families._shared.genmetrics import (PSNR_CAP, cluster_agreement, dci, discretise, frechet_distance,
                                kernel_distance, mig, psnr, ssim)
 
 
@@ -106,7 +106,7 @@ def test_vae_disentanglement_scores_only_rows_with_ground_truth():
 
     import torch
 
-    from stages.families.vae_eval import disentanglement
+    from stages.families.vae.evaluate import disentanglement
 
     gen = torch.Generator().manual_seed(0)
     factors = torch.rand(200, 2, generator=gen)

@@ -12,10 +12,11 @@ import torch
 from PIL import Image
 
 from generative_toy import write_shards
-from stages import generate, weights
-from stages import train as train_stage
-from stages.params import StageError
-from stages.pictures import save_gif, save_grid
+from stages.tools import generate
+from stages.shared import weights
+import stages.train.__main__ as train_stage
+from stages.common.errors import StageError
+from stages.shared.pictures import save_gif, save_grid
 from test_generative_families import write_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +84,7 @@ def test_vae_samples_traversals_and_gif(trained):
 
 
 def test_generate_cli_fails_with_one_line_for_a_missing_model(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "stages.generate", "vae", "--model", str(tmp_path / "none.pt"),
+    result = subprocess.run([sys.executable, "-m", "stages.tools.generate", "vae", "--model", str(tmp_path / "none.pt"),
                              "--out", str(tmp_path / "x")], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"kiln: error: {tmp_path / 'none.pt'}: no checkpoint (train the family first)"]
@@ -126,7 +127,7 @@ def test_grid_and_gif_writers(tmp_path):
 
 
 def test_trivial_baseline_shuffles_tiles_and_keeps_colours():
-    from stages.families.dcgan_eval import trivial_baseline
+    from stages.families.dcgan.evaluate import trivial_baseline
 
     images = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).view(2, 3, 8, 8)
     shuffled = trivial_baseline(images, tiles=4, sigma=0.01, seed=0)     # sigma ~0: no visible blur

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stages.genbase import FieldScaler
+from stages.families._shared.gen import FieldScaler
 
 
 def shape_fields(n: int = 300, seed: int = 0) -> torch.Tensor:
@@ -41,7 +41,7 @@ def test_field_scaler_clips_outliers_and_standardises_without_components():
 
 
 def test_dcgan_generator_coarse_field_paints_a_smooth_colour_layer():
-    from stages.families.dcgan_nets import Generator
+    from stages.families.dcgan.core.nets import Generator
 
     gen = Generator(noise_dim=8, cond_dim=2, size=32, width=8, coarse_size=4)
     last = gen.net[-1]
@@ -57,7 +57,7 @@ def test_dcgan_generator_coarse_field_paints_a_smooth_colour_layer():
 
 @pytest.mark.parametrize("coarse_size", [0, 8])
 def test_vae_decoder_adds_the_coarse_colour_field_before_the_tanh(coarse_size):
-    from stages.families.vae import BetaVAE, VAETrain
+    from stages.families.vae.core import BetaVAE, VAETrain
 
     model = BetaVAE(VAETrain(image_size=32, latent_dim=4, widths=[8, 16, 32], coarse_size=coarse_size)).eval()
     last = model.decode_map[-2]                                          # the final transposed conv

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from stages import split
-from stages.hpo import (Dimension, HpoConfig, TrialLog, apply_overrides, decathlon_space, default_point,
+import stages.split.__main__ as split
+from stages.hpo.__main__ import (Dimension, HpoConfig, TrialLog, apply_overrides, decathlon_space, default_point,
                         run_search)
-from stages.schema import ParamsError, from_dict
+from stages.common.schema import ParamsError, from_dict
 from tests.conftest import stage_env, write_params
 from tests.helpers import shapes_dataset
 
@@ -34,7 +34,7 @@ def test_skopt_runs_on_current_numpy(estimator):
     from skopt import Optimizer
     from skopt.space import Categorical, Integer, Real
 
-    from stages.skopt_compat import patch_skopt
+    from stages.hpo.skopt_compat import patch_skopt
 
     patch_skopt()
     assert not hasattr(np, "in1d") or np.__version__ < "2.4"  # the patch must not touch numpy itself
@@ -50,7 +50,7 @@ def test_skopt_runs_on_current_numpy(estimator):
 
 # --- the search space -----------------------------------------------------------------
 def test_decathlon_space_is_the_default_and_its_defaults_come_first():
-    from stages.families.classifier import ClassifierConfig
+    from stages.families.classifier.core import ClassifierConfig
 
     hpo = from_dict(HpoConfig, {}, "hpo.classifier")
     assert [d.name for d in hpo.space] == [d.name for d in decathlon_space()]
@@ -77,8 +77,8 @@ def test_bad_dimensions_name_their_key(dim, key):
 
 
 def test_unknown_config_key_and_refused_value_fail_before_training():
-    from stages.families.classifier import ClassifierConfig
-    from stages.hpo import check_space
+    from stages.families.classifier.core import ClassifierConfig
+    from stages.hpo.__main__ import check_space
 
     cfg = ClassifierConfig()
     for dim, key in (({"name": "head.sise", "type": "integer", "low": 1, "high": 4}, "hpo.classifier.space.0.name"),
@@ -140,12 +140,13 @@ def workdir(tmp_path, repo_params):
     return tmp_path
 
 
-HPO_CMD = [sys.executable, "-m", "stages.hpo", "classifier", "--train", "split/train.pt", "--val", "split/val.pt",
+HPO_CMD = [sys.executable, "-m", "stages.hpo.__main__", "classifier", "--train", "split/train.pt", "--val", "split/val.pt",
            "--out", "metrics/hpo", "--models", "models/hpo"]
 
 
 def test_sigkill_then_rerun_continues_and_train_uses_best_params(workdir, monkeypatch, capsys):
-    from stages import hpo as hpo_stage, train as train_stage
+    import stages.hpo.__main__ as hpo_stage
+    import stages.train.__main__ as train_stage
 
     log = workdir / ".kiln/resume/hpo-classifier.json"
     proc = subprocess.Popen(HPO_CMD, cwd=workdir, env=stage_env(), stdout=subprocess.DEVNULL,
@@ -173,7 +174,7 @@ def test_sigkill_then_rerun_continues_and_train_uses_best_params(workdir, monkey
     params = json.loads(json.dumps(__import__("yaml").safe_load((workdir / "params.yaml").read_text())))
     params["train"]["classifier"]["use_hpo"] = True
     write_params(workdir / "params.yaml", params)
-    train = subprocess.run([sys.executable, "-m", "stages.train", "classifier", "--train", "split/train.pt",
+    train = subprocess.run([sys.executable, "-m", "stages.train.__main__", "classifier", "--train", "split/train.pt",
                             "--val", "split/val.pt", "--models", "models", "--metrics", "metrics/train",
                             "--input", "best_params=models/hpo/classifier/best_params.json"],
                            cwd=workdir, env=stage_env(), capture_output=True, text=True)
@@ -185,8 +186,8 @@ def test_sigkill_then_rerun_continues_and_train_uses_best_params(workdir, monkey
 def test_bad_space_exits_2_with_the_key(workdir, monkeypatch, capsys):
     import yaml
 
-    from stages import hpo as hpo_stage
-    from stages.params import run_stage
+    import stages.hpo.__main__ as hpo_stage
+    from stages.common.errors import run_stage
 
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     params["hpo"]["classifier"]["space"][0]["name"] = "learning_rate"
@@ -201,8 +202,8 @@ def test_bad_space_exits_2_with_the_key(workdir, monkeypatch, capsys):
 def test_fingerprint_ignores_what_every_trial_overrides(workdir):
     import yaml
 
-    from stages.hpo import search_fingerprint, trial_config
-    from stages.params import parse_params
+    from stages.hpo.__main__ import search_fingerprint, trial_config
+    from stages.common.params import parse_params
 
     data = yaml.safe_load((workdir / "params.yaml").read_text())
     shards = [workdir / "split/train.pt", workdir / "split/val.pt"]
@@ -224,7 +225,7 @@ def test_search_reads_its_own_section_not_train(workdir, monkeypatch):
     """A bad train.classifier cannot reach the search; a bad hpo.classifier.trial is named."""
     import yaml
 
-    from stages import hpo as hpo_stage
+    import stages.hpo.__main__ as hpo_stage
 
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     params["hpo"]["classifier"]["trial"]["widths"] = "wide"
@@ -238,7 +239,7 @@ def test_search_reads_its_own_section_not_train(workdir, monkeypatch):
 def test_no_calls_passes_through(workdir, monkeypatch, capsys):
     import yaml
 
-    from stages import hpo as hpo_stage
+    import stages.hpo.__main__ as hpo_stage
 
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     params["hpo"]["classifier"]["n_calls"] = 0

@@ -10,7 +10,7 @@ from tests.test_hpo import HPO_CMD, workdir  # noqa: F401  (the fixture)
 
 
 def test_pool_of_two_workers_finishes_the_search(workdir, monkeypatch, capsys):  # noqa: F811
-    from stages import hpo as hpo_stage
+    import stages.hpo.__main__ as hpo_stage
 
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     params["hpo"]["classifier"].update(n_calls=3, n_jobs=2, trial_epochs=1)

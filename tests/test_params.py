@@ -8,8 +8,8 @@ import sys
 import pytest
 import yaml
 
-from stages.params import load_params, parse_params
-from stages.schema import ParamsError
+from stages.common.params import load_params, parse_params
+from stages.common.schema import ParamsError
 from tests.conftest import stage_env, write_params
 
 
@@ -65,7 +65,7 @@ def test_stage_exits_2_with_one_line_and_leaves_outputs(tmp_path, repo_params):
     out = tmp_path / "split"
     out.mkdir()
     (out / "keep.txt").write_text("old output")
-    proc = subprocess.run([sys.executable, "-m", "stages.split", "--input", str(tmp_path / "missing.jsonl"),
+    proc = subprocess.run([sys.executable, "-m", "stages.split.__main__", "--input", str(tmp_path / "missing.jsonl"),
                            "--out", str(out), "--params", str(params)],
                           capture_output=True, text=True, env=stage_env())
     assert proc.returncode == 2

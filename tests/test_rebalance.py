@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.rebalance import balanced_class_weights, rebalance, resample, target_count
+from stages.shared.rebalance import balanced_class_weights, rebalance, resample, target_count
 
 
 @pytest.mark.parametrize("mode, kwargs, expected", [

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from stages.checkpoint import save_checkpoint
-from stages.families.classifier import ClassifierConfig, build_model
-from stages.schema import to_dict
-from stages.serve import Predictor, make_server
+from stages.shared.checkpoint import save_checkpoint
+from stages.families.classifier.core import ClassifierConfig, build_model
+from stages.common.schema import to_dict
+from stages.tools.serve import Predictor, make_server
 
 
 @pytest.fixture

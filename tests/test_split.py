@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from stages import split
-from stages.shards import load_shard
+import stages.split.__main__ as split
+from stages.shared.shards import load_shard
 from tests.conftest import write_params
 from tests.helpers import shapes_dataset
 

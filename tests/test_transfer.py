@@ -9,12 +9,13 @@ import pytest
 import torch
 from torchvision.models import get_model, get_model_weights
 
-from stages import backbones
-from stages.backbones import ARCHS, HeadConfig, TransferNet, build_transfer_net
-from stages.finetune import PhasesConfig, apply_phase, enter_phase, phase_at, phase_span
-from stages.params import StageError, parse_params
-from stages.schema import ParamsError, to_dict
-from stages.shards import Shard
+from stages.families.classifier.core import backbones
+from stages.families.classifier.core.backbones import ARCHS, HeadConfig, TransferNet, build_transfer_net
+from stages.families.classifier.core.finetune import PhasesConfig, apply_phase, enter_phase, phase_at, phase_span
+from stages.common.errors import StageError
+from stages.common.params import parse_params
+from stages.common.schema import ParamsError, to_dict
+from stages.shared.shards import Shard
 
 torch.set_num_threads(1)
 
@@ -198,7 +199,7 @@ def quiet_params(repo_params):
 
 
 def run_fit(cfg, train, val, params, seed=0):
-    from stages.families.classifier import _fresh_state, fit, initial_model
+    from stages.families.classifier.core import _fresh_state, fit, initial_model
 
     torch.manual_seed(seed)
     model, note = initial_model(cfg, list(train.classes))
@@ -208,7 +209,7 @@ def run_fit(cfg, train, val, params, seed=0):
 
 
 def test_pretrained_trunk_beats_scratch_after_one_epoch(tmp_path, repo_params):
-    from stages.families.classifier import ClassifierConfig
+    from stages.families.classifier.core import ClassifierConfig
 
     params = quiet_params(repo_params)
     common = dict(arch="resnet18", input_size=32, head=HeadConfig(layers=0, dropout=0.0), batch_size=16,
@@ -236,8 +237,8 @@ def test_classify_uses_the_checkpoint_class_order(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from stages.classify import classify
-    from stages.families.classifier import ClassifierConfig
+    from stages.tools.classify import classify
+    from stages.families.classifier.core import ClassifierConfig
 
     cfg = ClassifierConfig(arch="resnet18", input_size=32, head=HeadConfig(layers=0))
     classes = ["vase", "bowl", "amphora"]          # training order, deliberately not sorted
@@ -264,9 +265,9 @@ def test_classify_uses_the_checkpoint_class_order(tmp_path):
 
 def test_hpo_trial_on_a_backbone_with_the_decathlon_point(repo_params):
     """The decathlon space's first point is a valid backbone config that trains (phases, head)."""
-    from stages.families.classifier import ClassifierConfig, hpo_trial
-    from stages.hpo import HpoConfig, apply_overrides, default_point
-    from stages.schema import from_dict
+    from stages.families.classifier.core import ClassifierConfig, hpo_trial
+    from stages.hpo.__main__ import HpoConfig, apply_overrides, default_point
+    from stages.common.schema import from_dict
 
     hpo = from_dict(HpoConfig, {}, "hpo.classifier")
     base = ClassifierConfig(arch="mobilenet_v3_small", input_size=32, batch_size=16,

@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 
-from stages.families import classifier
-from stages.params import parse_params
-from stages.shards import save_shard
-from stages.train import TrainContext, fingerprint
+from stages.families.classifier import core as classifier
+from stages.common.params import parse_params
+from stages.shared.shards import save_shard
+from stages.train.__main__ import TrainContext, fingerprint
 from tests.test_transfer import bars
 
 torch.set_num_threads(1)

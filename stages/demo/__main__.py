@@ -12,15 +12,16 @@ import os
 import time
 from pathlib import Path
 
-import yaml
 from tqdm import tqdm
 
+from stages.common.errors import PARAMS_FILE, run_stage
+from stages.common.io import atomic_dir, sha256_bytes, write_jsonl
+from stages.common.params import Base, read_params
+from stages.common.schema import ParamsError
 from stages.demo import shapes
+from stages.demo.config import Demo
 from stages.demo.corpus import Rendered, plan_items, render_item
 from stages.demo.preview import write_preview
-from stages.io import atomic_dir, sha256_bytes, write_jsonl
-from stages.params import PARAMS_FILE, Base, Demo, run_stage
-from stages.schema import ParamsError, from_dict
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -33,20 +34,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_demo_params(path: Path) -> tuple[Base, Demo]:
     """Only the sections this stage reads (dvc.yaml tracks exactly these)."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ParamsError("", f"cannot read {path}: {err.strerror}") from err
-    except yaml.YAMLError as err:
-        raise ParamsError("", f"{path} is not valid YAML") from err
-    if not isinstance(data, dict):
-        raise ParamsError("", f"{path} must be a mapping of sections")
-    base = from_dict(Base, data.get("base"), "base")
-    demo = from_dict(Demo, data.get("demo"), "demo")
+    params_file = read_params(path)
+    base, demo = params_file.section("base", Base), params_file.section("demo", Demo)
     unknown = [name for name in base.classes if name not in shapes.CLASSES]
     if unknown:
-        raise ParamsError("base.classes", f"the demo corpus renders only {', '.join(shapes.CLASSES)} "
-                          f"(got {', '.join(map(repr, unknown))})")
+        raise params_file.located(ParamsError("base.classes", f"the demo corpus renders only {', '.join(shapes.CLASSES)} "
+                                              f"(got {', '.join(map(repr, unknown))})"))
     return base, demo
 
 

@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from stages.demo.backgrounds import draw_background, random_colour
-from stages.demo.corpus import Item, Rendered, encode_png, render_pot_item
 from stages.demo.distractors import DISTRACTOR_KINDS
+from stages.demo.items import Item, Rendered, encode_png, render_pot_item
 from stages.demo.render import pot_rng, render_pot
 
 KIND_DISTRACTOR, KIND_JUNK, KIND_JUNK_POT = 1, 2, 3

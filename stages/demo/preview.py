@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
 from PIL import Image, ImageDraw
 
-from stages.io import atomic_path
+from stages.common.io import atomic_path
 
 COLUMNS = 12
 

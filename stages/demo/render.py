@@ -18,10 +18,10 @@ import colorsys
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 from stages.demo import shapes
 from stages.demo.backgrounds import draw_ground
+from stages.demo.raycast import cast_pot
 
 KIND_POT = 0
 SUPERSAMPLE = 2   # render at 2x and box-filter down: anti-aliased edges
@@ -146,7 +146,6 @@ def place(fields: np.ndarray, view: View, size: int) -> tuple[np.ndarray, dict]:
 
 def shade_pot(fields: np.ndarray, view: View, size: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """Colour (H, W, 3) and coverage (H, W) in [0, 1] of the pot, at ``size``."""
-    from stages.demo.raycast import cast_pot
 
     matrix, bbox = place(fields, view, size)
     n = size * SUPERSAMPLE

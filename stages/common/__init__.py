@@ -1,0 +1,1 @@
+"""The kernel every stage imports: params loading, schema, errors, atomic file io."""

@@ -1,0 +1,210 @@
+"""crawl: python -m stages.crawl --out data/raw [--demo data/demo] [--work .kiln/crawl].
+
+Searches every ``crawl.queries`` term with headless Chromium on ``crawl.engine``
+(the embedded local site over data/demo by default), downloads the full-size images
+safely, and writes data/raw/<class>/<sha256>.<ext>, data/raw/manifest.jsonl and
+data/raw/failures.jsonl. Progress is journaled under --work, outside DVC outputs, so
+a killed crawl resumes where it stopped; the journal is removed once data/raw is whole.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+from stages.common.errors import StageError, run_stage
+from stages.common.params import Base, read_params
+from stages.common.schema import ParamsError, to_dict
+from stages.crawl.config import Crawl, EngineDef
+from stages.crawl.engines import FOLDER, LOCAL, resolve_engine, search_url
+from stages.crawl.engines.browser import collect, open_browser
+from stages.crawl.fetch.assemble import collect_outcome, write_raw
+from stages.crawl.fetch.download import Downloader, FetchConfig
+from stages.crawl.fetch.images import Limits
+from stages.crawl.fetch.journal import Journal, work_dir
+from stages.crawl.fetch.pipeline import folder_fetcher, run_jobs
+from stages.crawl.fetch.safety import Policy, UnsafeURL, check_url
+from stages.crawl.local_site import LocalSite
+
+# Knobs that change speed, not which images a crawl finds: a resumed run may differ in them.
+SPEED_KNOBS = ("concurrency", "per_host_concurrency", "per_host_rate", "scroll_wait_s",
+               "page_load_timeout_s", "load_images")
+
+
+# Items in progress per request slot: the others wait out backoffs or decode meanwhile.
+ITEMS_PER_SLOT = 4
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="kiln crawl", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("data/raw"))
+    parser.add_argument("--demo", type=Path, default=Path("data/demo"), help="corpus of the local engine")
+    parser.add_argument("--work", type=Path, default=Path(".kiln/crawl"), help="resume journal root")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    return parser.parse_args(argv)
+
+
+def load_sections(path: Path) -> tuple[Base, Crawl]:
+    """Only what crawl reads (base, crawl), checked as strictly as the whole file."""
+    params_file = read_params(path)
+    base, crawl = params_file.section("base", Base), params_file.section("crawl", Crawl)
+    for i, query in enumerate(crawl.queries):
+        if query.cls not in base.classes:
+            raise params_file.located(ParamsError(f"crawl.queries.{i}.class",
+                                                  f"{query.cls!r} is not in base.classes ({', '.join(base.classes)})"))
+    return base, crawl
+
+
+def fingerprint(base: Base, crawl: Crawl, engine: EngineDef | None, corpus_index: Path | None) -> str:
+    """What a resumed crawl must share with the killed one."""
+    settings = {k: v for k, v in to_dict(crawl).items() if k not in SPEED_KNOBS}
+    blob = {"crawl": settings, "classes": base.classes, "seed": base.seed,
+            "engine": to_dict(engine) if engine else None}
+    digest = hashlib.sha256(json.dumps(blob, sort_keys=True).encode())
+    if corpus_index is not None and corpus_index.exists():
+        digest.update(corpus_index.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def limits_of(crawl: Crawl) -> Limits:
+    return Limits(tuple(crawl.allowed_types), crawl.max_pixels, crawl.min_side)
+
+
+class UrlKeys:
+    """Journal keys for URLs: the local site's origin (a new free port each run) becomes {origin}."""
+
+    def __init__(self, origin: str = ""):
+        self.origin = origin
+
+    def key(self, url: str) -> str:
+        if self.origin and url.startswith(self.origin + "/"):
+            return "{origin}" + url[len(self.origin):]
+        return url
+
+    def expand(self, key: str) -> str:
+        return self.origin + key[len("{origin}"):] if key.startswith("{origin}") else key
+
+
+def _search(driver, engine: EngineDef, query, crawl: Crawl, keys: UrlKeys) -> dict:
+    from selenium.common.exceptions import WebDriverException
+
+
+    record = {"kind": "search", "term": query.term, "class": query.cls, "missing": 0, "error": None,
+              "page_url": keys.key(search_url(engine, query.term, keys.origin)), "urls": []}
+    try:
+        found = collect(driver, engine, query.term, query.count, crawl, keys.origin)
+    except WebDriverException as err:
+        first = (err.msg or type(err).__name__).strip().splitlines()[0]
+        return {**record, "error": f"search page failed: {first}"}
+    return {**record, "missing": found.missing, "urls": [keys.key(u) for u in found.urls]}
+
+
+def search_all(journal: Journal, engine: EngineDef, crawl: Crawl, keys: UrlKeys) -> None:
+    """Run the searches the journal does not hold yet (no browser at all if none)."""
+    from tqdm import tqdm
+
+
+    pending = [q for q in crawl.queries if (q.term, q.cls) not in journal.searches]
+    if not pending:
+        return
+    with open_browser(crawl) as driver:
+        for query in tqdm(pending, desc="search", unit="query"):
+            journal.append(_search(driver, engine, query, crawl, keys))
+
+
+def pending_jobs(journal: Journal, keys: UrlKeys) -> list[tuple[str, str]]:
+    """(key, url) of every found result not downloaded yet, first-found order."""
+    wanted = dict.fromkeys(k for s in journal.searches.values() for k in s["urls"])
+    return [(k, keys.expand(k)) for k in wanted if k not in journal.items]
+
+
+async def download_all(jobs, crawl: Crawl, policy: Policy, journal: Journal, keys: UrlKeys) -> None:
+    limits = limits_of(crawl)
+    downloader = Downloader(FetchConfig.from_params(crawl), policy, limits)
+    try:
+        await run_jobs(jobs, downloader.fetch, journal, limits, ITEMS_PER_SLOT * crawl.concurrency, keys.key)
+    finally:
+        await downloader.aclose()
+
+
+def crawl_web(journal: Journal, engine: EngineDef, crawl: Crawl, base: Base, demo: Path) -> UrlKeys:
+    """Search, then download; the local engine's site runs for the duration."""
+
+    with contextlib.ExitStack() as stack:
+        if crawl.engine == LOCAL:
+            terms = {q.term: q.cls for q in crawl.queries}
+            keys = UrlKeys(stack.enter_context(LocalSite(demo, terms, crawl.local, base.seed)))
+            policy = Policy(allow_private=True)
+        else:
+            keys, policy = UrlKeys(), Policy(trusted_hosts=frozenset(engine.trusted_hosts))
+            try:   # the browser follows the engine's own redirects; its start must be safe
+                check_url(search_url(engine, "kiln"), policy)
+            except UnsafeURL as err:
+                raise StageError(f"crawl.engine {crawl.engine!r}: search_url refused: {err}") from None
+        search_all(journal, engine, crawl, keys)
+        asyncio.run(download_all(pending_jobs(journal, keys), crawl, policy, journal, keys))
+    return keys
+
+
+def crawl_folder(journal: Journal, crawl: Crawl, base: Base) -> UrlKeys:
+    """engine: folder -> every file of <folder>/<class>/, validated like a download."""
+    root = Path(crawl.folder)
+    for cls in base.classes:
+        if ("", cls) in journal.searches:
+            continue
+        directory = root / cls
+        if not directory.is_dir():
+            raise StageError(f"crawl.folder: {directory} is not a directory (one per class expected)")
+        files = sorted(p.as_posix() for p in directory.iterdir() if p.is_file())
+        journal.append({"kind": "search", "term": "", "class": cls, "missing": 0, "error": None,
+                        "page_url": directory.as_posix(), "urls": files})
+    jobs = pending_jobs(journal, UrlKeys())
+    limits = limits_of(crawl)
+    asyncio.run(run_jobs(jobs, folder_fetcher(crawl.max_bytes, limits), journal, limits, crawl.concurrency))
+    return UrlKeys()
+
+
+def summary(outcome, seconds: float) -> str:
+    per_class = ", ".join(f"{c} {n}" for c, n in sorted(Counter(r["class"] for r in outcome.rows).items()))
+    reasons = outcome.reasons()
+    duplicates = reasons.pop("duplicate", 0)
+    failed = ", ".join(f"{r} {n}" for r, n in reasons.most_common())
+    rate = len(outcome.rows) / seconds if seconds > 0 else 0.0
+    return (f"crawl: kept {len(outcome.rows)} images ({per_class or 'none'}), "
+            f"{duplicates} duplicates, {sum(reasons.values())} failed ({failed or 'none'}) "
+            f"in {seconds:.1f}s ({rate:.0f} images/s)")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    started = time.monotonic()
+    base, crawl = load_sections(args.params)
+    engine = resolve_engine(crawl)
+    index = args.demo / "index.jsonl" if crawl.engine == LOCAL else None
+    if index is not None and not index.is_file():
+        raise StageError(f"{index} not found: the local engine serves the demo corpus (dvc repro demo)")
+    workdir = work_dir(args.work, fingerprint(base, crawl, engine, index))
+    journal = Journal(workdir)
+    try:
+        if crawl.engine == FOLDER:
+            keys = crawl_folder(journal, crawl, base)
+            searches = [("", cls) for cls in base.classes]
+        else:
+            keys = crawl_web(journal, engine, crawl, base, args.demo)
+            searches = list(dict.fromkeys((q.term, q.cls) for q in crawl.queries))
+        outcome = collect_outcome(journal, searches, crawl.engine, args.out, keys.expand)
+        write_raw(outcome, args.out, base.classes)
+    finally:
+        journal.close()
+    shutil.rmtree(workdir, ignore_errors=True)   # data/raw is whole: nothing left to resume
+    print(summary(outcome, time.monotonic() - started))
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,84 @@
+"""Turn a finished journal into data/raw: images by class, manifest.jsonl, failures.jsonl.
+
+Searches are walked in params order and results in page order, so which copy of a
+duplicate is kept does not depend on download timing. The directory is built beside
+data/raw and swapped in (stages.io.atomic_dir): data/raw is whole or untouched.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from stages.common.io import atomic_dir, write_jsonl
+from stages.crawl.fetch.journal import Journal
+
+
+@dataclass
+class Outcome:
+    rows: list[dict] = field(default_factory=list)       # dataset manifest rows
+    failures: list[dict] = field(default_factory=list)   # one reason each
+    blobs: list[tuple[Path, str]] = field(default_factory=list)  # (blob, path inside out dir)
+
+    def reasons(self) -> Counter:
+        """Failures per kind: the reason up to its first ':' ("http 404", "too large", ...)."""
+        return Counter(reason_kind(f["reason"]) for f in self.failures)
+
+
+def reason_kind(reason: str) -> str:
+    if reason.startswith("duplicate of"):
+        return "duplicate"
+    return reason.split(":")[0].split(" (after")[0]
+
+
+def collect_outcome(journal: Journal, searches: list[tuple[str, str]], engine: str,
+                    out_dir: Path, expand: Callable[[str], str]) -> Outcome:
+    """Manifest and failure rows for ``searches`` ((term, class) in params order)."""
+    outcome, kept_at = Outcome(), {}
+    for term, cls in searches:
+        search = journal.searches[(term, cls)]
+        where = {"term": term or None, "class": cls, "engine": engine,
+                 "page_url": expand(search["page_url"])}
+        if search.get("error"):
+            outcome.failures.append({**where, "source_url": None, "reason": search["error"]})
+        outcome.failures.extend({**where, "source_url": None, "reason": "result without a full-size URL"}
+                                for _ in range(search.get("missing", 0)))
+        for key in search["urls"]:
+            item = journal.items[key]
+            base = {**where, "source_url": expand(key)}
+            if not item["ok"]:
+                outcome.failures.append({**base, "reason": item["reason"]})
+            elif item["sha256"] in kept_at:
+                outcome.failures.append({**base, "reason": f"duplicate of {kept_at[item['sha256']]}"})
+            else:
+                name = f"{cls}/{item['sha256']}.{item['ext']}"
+                kept_at[item["sha256"]] = (out_dir / name).as_posix()
+                outcome.blobs.append((journal.blob_path(item["sha256"], item["ext"]), name))
+                outcome.rows.append(_manifest_row(item, base, kept_at[item["sha256"]], expand))
+    return outcome
+
+
+def _manifest_row(item: dict, base: dict, path: str, expand: Callable[[str], str]) -> dict:
+    return {"path": path, "sha256": item["sha256"], "class": base["class"], "fields": item["fields"],
+            "factors": None, "term": base["term"], "engine": base["engine"],
+            "page_url": base["page_url"], "source_url": base["source_url"],
+            "final_url": expand(item["final_url"]), "width": item["width"],
+            "height": item["height"], "bytes": item["bytes"], "time": item["time"]}
+
+
+def write_raw(outcome: Outcome, out_dir: Path, classes: list[str]) -> None:
+    """Build out_dir atomically; blobs are hard-linked when they can be, else copied."""
+    with atomic_dir(out_dir) as tmp:
+        for cls in classes:
+            (tmp / cls).mkdir(exist_ok=True)
+        for blob, name in outcome.blobs:
+            target = tmp / name
+            try:
+                os.link(blob, target)
+            except OSError:
+                shutil.copyfile(blob, target)
+        write_jsonl(tmp / "manifest.jsonl", outcome.rows)
+        write_jsonl(tmp / "failures.jsonl", outcome.failures)

@@ -1,0 +1,1 @@
+"""The autoencoder family: core (config, networks, loading), train, evaluate."""

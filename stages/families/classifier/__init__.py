@@ -1,0 +1,1 @@
+"""The classifier family: core (config, networks, loading), train, evaluate."""

@@ -1,0 +1,1 @@
+"""The dcgan family: core (config, networks, loading), train, evaluate."""

@@ -1,0 +1,1 @@
+"""The vae family: core (config, networks, loading), train, evaluate."""

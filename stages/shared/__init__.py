@@ -1,0 +1,1 @@
+"""Libraries several stages use; dvc.yaml names each file a stage imports."""

@@ -1,0 +1,1 @@
+"""Commands around the chain, not DVC stages: the kiln CLI, classify, serve, generate."""

@@ -1,0 +1,48 @@
+"""The ``kiln`` command: ``kiln <stage> [args]`` runs a stage exactly as dvc.yaml does.
+
+    kiln split --input data/demo/pots.jsonl --out data/split
+    kiln train classifier --train data/augmented/train.pt --val data/split/val.pt
+    kiln generate dcgan --help
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from stages.common.errors import run_stage
+
+# command -> module with a main(argv); kept in chain order for --help.
+COMMANDS = {
+    "demo": "stages.demo.__main__",
+    "crawl": "stages.crawl.__main__",
+    "split": "stages.split.__main__",
+    "augment": "stages.augment.__main__",
+    "hpo": "stages.hpo.__main__",
+    "train": "stages.train.__main__",
+    "evaluate": "stages.evaluate.__main__",
+    "serve": "stages.tools.serve",
+    "generate": "stages.tools.generate",
+    "classify": "stages.tools.classify",
+}
+
+
+def usage() -> str:
+    return "usage: kiln {" + ",".join(COMMANDS) + "} [args...]\n" + (__doc__ or "")
+
+
+def main(argv: list[str] | None = None) -> None:
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"kiln: error: unknown command {command!r}; one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        sys.exit(2)
+    module = importlib.import_module(COMMANDS[command])
+    run_stage(module.main, rest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""train@<family>: python -m stages.train <family> --train T.pt --val V.pt --models DIR --metrics DIR.
+
+Resolves the family from the registry and hands it a TrainContext. A family
+checkpoints to ``resume_path`` every epoch (atomically); a rerun after a kill
+resumes from it only when its fingerprint (family config, base params, data
+hashes) matches, so a changed learning rate never continues a stale run.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stages.common.errors import StageError, run_stage
+from stages.common.io import sha256_file
+from stages.common.schema import to_dict
+from stages.families import family_module, load_family_params
+from stages.shared.runtime import pick_device, seed_everything, set_threads
+from stages.shared.training import RESUME_DIR, TRAIN_SECTIONS
+
+
+@dataclass
+class TrainContext:
+    params: Any              # base, families, train.<family>, augment.online, split.class_weights
+    family: str
+    cfg: Any                 # the family's train config dataclass
+    train_shard: Path        # (N,3,H,W) uint8 training images (augmented)
+    val_shard: Path
+    model_dir: Path          # final checkpoint(s): model_dir / "model.pt"
+    metrics_dir: Path        # dvclive directory
+    resume_path: Path        # last-epoch checkpoint, outside DVC outputs
+    device: torch.device
+    fingerprint: str
+    extra_inputs: dict[str, Path]  # family-specific inputs named on the command line
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.model_dir / "model.pt"
+
+
+def fingerprint(params: Any, family: str, cfg: Any, inputs: list[Path]) -> str:
+    """What a resumed run must share with the killed one: config and input data."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"base": to_dict(params.base), "cfg": to_dict(cfg), "family": family},
+                             sort_keys=True).encode())
+    for path in inputs:
+        digest.update(sha256_file(path).encode())
+    return digest.hexdigest()[:16]
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="kiln train", description=__doc__.splitlines()[0])
+    parser.add_argument("family")
+    parser.add_argument("--train", type=Path, required=True, help="training shard (.pt)")
+    parser.add_argument("--val", type=Path, required=True, help="validation shard (.pt)")
+    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/train"))
+    parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
+                        help="extra family input, e.g. best_params=metrics/hpo/classifier/best.json")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    return parser.parse_args(argv)
+
+
+def _extra_inputs(pairs: list[str]) -> dict[str, Path]:
+    extra = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep:
+            raise StageError(f"--input {pair!r}: expected NAME=PATH")
+        extra[name] = Path(path)
+    return extra
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    params = load_family_params(args.params, args.family, ("train",), TRAIN_SECTIONS)
+    for path in (args.train, args.val):
+        if not path.is_file():
+            raise StageError(f"{path}: missing input shard (run the split/augment stages first)")
+    set_threads(params.base.threads)
+    seed_everything(params.base.seed)
+    cfg = params.train[args.family]
+    extra = _extra_inputs(args.input)
+    ctx = TrainContext(
+        params=params, family=args.family, cfg=cfg, train_shard=args.train, val_shard=args.val,
+        model_dir=args.models / args.family, metrics_dir=args.metrics / args.family,
+        resume_path=RESUME_DIR / f"{args.family}.pt", device=pick_device(params.base.device),
+        fingerprint=fingerprint(params, args.family, cfg,
+                                [args.train, args.val, *[p for p in extra.values() if p.is_file()]]),
+        extra_inputs=extra)
+    ctx.model_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    family_module(args.family, "train").train(ctx)
+    print(f"train@{args.family}: done in {time.perf_counter() - start:.1f}s on {ctx.device}; "
+          f"checkpoint {ctx.checkpoint_path}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
