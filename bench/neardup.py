@@ -27,7 +27,7 @@ from PIL import Image  # noqa: E402
 
 from stages.filter.ensemble import build_member, ensemble_probs, member_inputs  # noqa: E402
 from stages.shared.neardup import HammingIndex, brute_force_pairs  # noqa: E402
-from stages.common.params import FilterNet  # noqa: E402
+from stages.filter.config import FilterNet  # noqa: E402
 from stages.filter.quality import measure  # noqa: E402
 
 

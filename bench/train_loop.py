@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stages.shared.augment_ops import batch_augment  # noqa: E402
 from stages.families.classifier.core import build_model, make_preprocess  # noqa: E402
 from stages.shared.runtime import autocast  # noqa: E402
-from stages.common.params import load_params  # noqa: E402
+from stages.families import load_family_params  # noqa: E402
 from stages.shared.pictures import to_pil  # noqa: E402
 from stages.shared.shards import iterate_batches, load_shard  # noqa: E402
+from stages.shared.training import TRAIN_SECTIONS  # noqa: E402
 
 
 def export_image_folder(shard, root: Path) -> None:
@@ -95,7 +96,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
-    params = load_params(args.params)
+    params = load_family_params(args.params, "classifier", ("train",), TRAIN_SECTIONS)
     cfg = params.train["classifier"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     shard = load_shard(args.shard)

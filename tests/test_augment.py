@@ -8,19 +8,22 @@ from PIL import Image
 
 import stages.augment.__main__ as augment
 import stages.split.__main__ as split
-from stages.shared.augment_ops import AugmentOps
-from stages.common.params import parse_params
+from stages.augment.config import Augment
+from stages.common.params import load_params
+from stages.shared.augment_ops import AugmentOps, Crop, Elastic, Erasing, Flip, Rotation
 from stages.shared.shards import load_shard
-from tests.conftest import write_params
+from tests.conftest import REPO, write_params
 from tests.helpers import shapes_dataset
 
 
 def test_preset_is_none_when_all_ops_off():
-    assert augment.train_preset(ops=AugmentOps(), size=32) is None
+    off = AugmentOps(elastic=Elastic(p=0.0), hflip=Flip(p=0.0), vflip=Flip(p=0.0), crop=Crop(p=0.0, scale=[0.8, 1.0]),
+                     erasing=Erasing(p=0.0), rotation=Rotation(p=0.0))
+    assert augment.train_preset(ops=off, size=32) is None
 
 
-def test_preset_keeps_shape_and_dtype(repo_params):
-    ops = parse_params(repo_params).augment.offline
+def test_preset_keeps_shape_and_dtype():
+    ops = load_params(REPO / "params.yaml", {"augment": Augment}).augment.offline
     preset = augment.train_preset(ops=ops, size=32)
     images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
     out = augment.apply_each(preset, images)

@@ -26,8 +26,12 @@ def run(cmd: list[str], cwd: Path) -> str:
 @pytest.mark.e2e
 @pytest.mark.browser
 def test_dvc_repro_crawl(tmp_path):
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
-    for name in files:
+    # the working tree as git would commit it: tracked files and new ones not ignored
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True).stdout.split()
+    for name in sorted(set(files)):
+        if not (REPO / name).is_file():   # deleted in the working tree, not yet in git
+            continue
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, tmp_path / name)
     git = ["git", "-c", "user.email=kiln@test", "-c", "user.name=kiln"]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
 import zlib
 from pathlib import Path
@@ -19,7 +18,7 @@ from stages.crawl.fetch.download import HostGate
 from stages.crawl.fetch.images import Limits, Rejected, check_image, content_type_ok
 from stages.crawl.fetch.journal import Journal, work_dir
 from stages.crawl.fetch.safety import Policy, UnsafeURL, check_url
-from stages.crawl.config import Crawl, EngineDef, FullUrl
+from stages.crawl.config import Crawl, FullUrl
 from stages.common.schema import ParamsError
 from stages.common.schema import from_dict
 

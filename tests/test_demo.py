@@ -14,10 +14,11 @@ from PIL import Image
 
 from stages.demo import shapes
 from stages.demo.__main__ import render_all
-from stages.demo.corpus import plan_items, read_fields_chunk, render_item
+from stages.demo.corpus import plan_items, render_item
 from stages.demo.junk import JUNK_TYPES, ODD_ASPECT, TINY
 from stages.demo.render import FACTOR_NAMES, render_pot
 from stages.common.io import sha256_bytes
+from stages.shared.pngmeta import read_fields_chunk
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32

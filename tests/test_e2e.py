@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, stage_env
+from tests.conftest import REPO, key_line, stage_env
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +22,8 @@ def tiny_params() -> dict:
     data["base"]["image_size"] = 32
     data["demo"].update(n_per_class=60, image_size=48, distractors_per_class=6, junk_per_class=12)
     data["augment"]["per_class"] = 60
-    tiny_net = {"arch": "mobilenet_v2", "image_size": 32, "hidden": [], "epochs": 50}   # the default's probe
+    shipped_net = data["filter"]["filters"]["object"]["net"]                             # the default's probe,
+    tiny_net = {**shipped_net, "arch": "mobilenet_v2", "image_size": 32, "hidden": [], "epochs": 50}   # smaller
     # mechanics, not quality: a lenient vote keeps most pots after a few epochs of tiny members
     data["filter"]["filters"]["object"].update(members=2, net=tiny_net, vote="mean", threshold=0.2)
     data["filter"]["contact_sheet"] = 8
@@ -136,13 +137,14 @@ def test_bad_params_stop_with_one_line_and_keep_outputs(project):
     data = yaml.safe_load(good)
     data["split"]["fractions"]["val"] = 0.5
     params.write_text(yaml.safe_dump(data, sort_keys=False))
+    line = key_line(params, "split.fractions")   # in the file split read
     try:
         proc = run(["dvc", "repro", "split"], project, check=False)
     finally:
         params.write_text(good)
     assert proc.returncode != 0
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("kiln: error:")]
-    assert errors == ["kiln: error: params.yaml: split.fractions: train + val + test must sum to 1 (got 1.35)"]
+    assert errors == [f"kiln: error: params.yaml:{line}: split.fractions: train + val + test must sum to 1 (got 1.35)"]
     assert (project / "data/split/train.pt").read_bytes() == before
 
 

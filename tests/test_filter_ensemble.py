@@ -72,7 +72,8 @@ def test_members_learn_a_separable_rule_and_differ():
     bright = torch.randint(150, 255, (48, 3, 16, 16), generator=gen, dtype=torch.uint8)
     dark = torch.randint(0, 60, (48, 3, 16, 16), generator=gen, dtype=torch.uint8)
     images, labels = torch.cat([bright, dark]), np.array([1] * 48 + [0] * 48)
-    cfg = FilterNet(image_size=16, widths=[8, 16], hidden=[16], epochs=6, batch_size=16, lr=0.01)
+    cfg = FilterNet(arch="bnconv", image_size=16, widths=[8, 16], hidden=[16], epochs=6, batch_size=16, lr=0.01,
+                    weight_decay=0.0001)
     states = [train_member(images, labels, cfg, seed, torch.device("cpu")) for seed in (1, 2)]
     probs = ensemble_probs(states, cfg, images, torch.device("cpu"))    # (2, 96)
     assert probs.shape == (2, 96)
@@ -86,7 +87,7 @@ def test_linear_probe_members_fit_features_and_keep_their_standardiser():
     keep = torch.randn(60, 1280, generator=gen) + 1.5 * (torch.arange(1280) < 200)    # shifted in 200 dims
     reject = torch.randn(30, 1280, generator=gen)
     features, labels = torch.cat([keep, reject]) * 3 + 5, np.array([1] * 60 + [0] * 30)
-    cfg = FilterNet(arch="mobilenet_v2", hidden=[], epochs=100, weight_decay=0.01)
+    cfg = FilterNet(arch="mobilenet_v2", image_size=32, hidden=[], epochs=100, weight_decay=0.01)
     states = [train_member(features, labels, cfg, seed, torch.device("cpu")) for seed in (1, 2)]
     assert (states[0]["mean"] - 5).abs().mean() < 1.0 and (states[0]["std"] - 3).abs().mean() < 0.5
     probs = ensemble_probs(states, cfg, features, torch.device("cpu"))            # (2, 90)
@@ -94,8 +95,12 @@ def test_linear_probe_members_fit_features_and_keep_their_standardiser():
     assert not torch.equal(states[0]["head.0.weight"], states[1]["head.0.weight"])   # own bootstrap
 
 
+BNCONV = FilterNet(arch="bnconv", image_size=32, hidden=[64], epochs=160, weight_decay=0.0001)
+PROBE = FilterNet(arch="mobilenet_v2", image_size=32, hidden=[], epochs=200, weight_decay=0.001)
+
+
 def test_member_inputs_are_pooled_pretrained_features_for_a_probe():
     images = torch.randint(0, 255, (5, 3, 32, 32), dtype=torch.uint8)
-    assert member_inputs(images, FilterNet(), torch.device("cpu")) is images      # bnconv reads pixels
-    features = member_inputs(images, FilterNet(arch="mobilenet_v2", image_size=32, hidden=[]), torch.device("cpu"))
+    assert member_inputs(images, BNCONV, torch.device("cpu")) is images      # bnconv reads pixels
+    features = member_inputs(images, PROBE, torch.device("cpu"))
     assert features.shape == (5, 1280) and features.dtype == torch.float32

@@ -9,6 +9,8 @@ from stages.filter.labels import (Example, gather_examples, holdout_mask, join_t
 from stages.filter.config import DemoLabels, FilterLabels
 from stages.common.errors import StageError
 
+NO_DEMO = DemoLabels(keep=[], reject=[])   # no demo ground truth (required: the shipped filters' differ)
+
 
 def rows_and_truth():
     rows = [{"path": f"raw/{k}.png", "sha256": f"s{k}", "class": "bowl", "term": t}
@@ -35,7 +37,7 @@ def test_join_truth_falls_back_to_the_served_file_name():
 
 def test_weak_labels_from_terms():
     rows, _ = rows_and_truth()
-    examples = gather_examples(rows, None, FilterLabels(weak=True, negative_terms=["plate"]))
+    examples = gather_examples(rows, None, FilterLabels(weak=True, negative_terms=["plate"], demo=NO_DEMO))
     assert [(e.row, e.keep, e.source) for e in examples] == [(0, 1, "weak"), (1, 1, "weak"), (2, 0, "weak"),
                                                              (3, 1, "weak")]
 
@@ -56,13 +58,13 @@ def test_folder_labels_win_and_link_to_crawled_rows(tmp_path):
     (tmp_path / "labels" / "keep" / "notes.txt").write_text("ignored")
     crawled = hashlib.sha256((tmp_path / "labels/reject/a.png").read_bytes()).hexdigest()
     rows = [{"path": "raw/x.png", "sha256": crawled, "class": "bowl", "term": "bowl"}]
-    examples = gather_examples(rows, None, FilterLabels(folder=str(tmp_path / "labels"), weak=True))
+    examples = gather_examples(rows, None, FilterLabels(folder=str(tmp_path / "labels"), weak=True, demo=NO_DEMO))
     assert [(e.row, e.keep, e.source) for e in examples] == [(0, 0, "folder"), (None, 1, "folder")]
 
 
 def test_folder_without_subfolders_is_an_error(tmp_path):
     with pytest.raises(StageError, match="keep/ and reject/"):
-        gather_examples([], None, FilterLabels(folder=str(tmp_path)))
+        gather_examples([], None, FilterLabels(folder=str(tmp_path), demo=NO_DEMO))
 
 
 def test_holdout_is_stratified_and_seeded():

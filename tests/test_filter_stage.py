@@ -10,7 +10,6 @@ import torch
 import yaml
 from PIL import Image, ImageFilter
 
-from stages import families
 from stages.filter.__main__ import main
 from stages.shared.neardup import group_near_duplicates
 from stages.common.errors import run_stage
@@ -20,20 +19,11 @@ TINY_FILTER = {
     "cascade": ["object"],
     "filters": {"object": {
         "members": 2, "vote": "all", "threshold": 0.5, "holdout": 0.25,
-        "net": {"image_size": 16, "widths": [8, 16], "hidden": [16], "epochs": 3, "batch_size": 16, "lr": 0.01},
+        "net": {"arch": "bnconv", "image_size": 16, "widths": [8, 16], "hidden": [16], "epochs": 3, "batch_size": 16,
+                "lr": 0.01, "weight_decay": 0.0001},
         "labels": {"demo": {"keep": ["pot"], "reject": ["distractor"]}}}},
     "contact_sheet": 8,
 }
-
-
-@pytest.fixture(autouse=True)
-def classifier_family():
-    """params.yaml lists a family; stand one in if this branch has no classifier module yet."""
-    try:
-        families.get_family("classifier")
-    except ImportError:
-        families.register_family("classifier", train_config=None, evaluate_config=None,
-                                 train=None, evaluate=None)
 
 
 def pot(rng) -> Image.Image:
@@ -158,7 +148,9 @@ def test_stage_on_tiny_raw_folder(tmp_path, monkeypatch):
     ({"vote": "unanimous"}, "filter.filters.object.vote"),
     ({"threshold": 1.5}, "filter.filters.object.threshold"),
     ({"members": 0}, "filter.filters.object.members"),
-    ({"net": {"image_size": 16, "widths": [8, 8, 8, 8, 8]}}, "filter.filters.object.net.image_size"),
+    ({"net": {**TINY_FILTER["filters"]["object"]["net"], "widths": [8, 8, 8, 8, 8]}},
+     "filter.filters.object.net.image_size"),
+    ({"net": {"arch": "bnconv", "image_size": 16}}, "filter.filters.object.net.hidden"),   # required
 ])
 def test_bad_filter_params_exit_2(tmp_path, monkeypatch, capsys, bad, key):
     monkeypatch.chdir(tmp_path)
@@ -258,10 +250,10 @@ def test_member_inputs_are_computed_once_per_view_and_keep_example_order(tmp_pat
         paths.append(f"img{k}.png")
         Image.new("RGB", (20, 20), (shade, shade, shade)).save(paths[-1])
     calls = []
-    real = filter_stage.load_net_images
-    monkeypatch.setattr(filter_stage, "load_net_images", lambda p, s: calls.append(len(p)) or real(p, s))
+    real = filter_stage.load_images
+    monkeypatch.setattr(filter_stage, "load_images", lambda p, s, **kw: calls.append(len(p)) or real(p, s, **kw))
     cache = MemberInputs([{"path": p} for p in paths[:2]], torch.device("cpu"))
-    net = FilterNet(image_size=16, widths=[8, 16])
+    net = FilterNet(arch="bnconv", image_size=16, widths=[8, 16], hidden=[64], epochs=160, weight_decay=0.0001)
     examples = [Example(paths[2], 0, "folder", None), Example(paths[1], 1, "demo", 1), Example(paths[0], 1, "demo", 0)]
     got = cache.examples(examples, net)
     assert calls == [2, 1]                                        # the rows once, the loose image once

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ import stages.evaluate.__main__ as evaluate_stage
 from stages.families._shared import gen as genbase
 import stages.train.__main__ as train_stage
 from stages.common.schema import ParamsError
+from tests.conftest import key_line
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,15 +55,14 @@ def workdir(tmp_path, monkeypatch):
 @pytest.fixture()
 def fake_classifier(workdir, monkeypatch):
     """A stand-in for the lead's classifier that calls every image 'vase' (index 1)."""
-    module = types.ModuleType("stages.families.classifier.core")
+    import stages.families.dcgan.evaluate as dcgan_evaluate
 
     def load_classifier(path, device):
         assert Path(path) == Path("models/classifier/model.pt")
         model = lambda x: torch.tensor([[0.0, 1.0]]).repeat(len(x), 1)   # noqa: E731
         return model, ["bowl", "vase"], lambda images: images.float() / 255
 
-    module.load_classifier = load_classifier
-    monkeypatch.setitem(sys.modules, "stages.families.classifier.core", module)
+    monkeypatch.setattr(dcgan_evaluate, "load_classifier", load_classifier)   # what dcgan's evaluate calls
     (workdir / "models/classifier").mkdir(parents=True)
     (workdir / "models/classifier/model.pt").write_bytes(b"stand-in")
 
@@ -189,18 +187,20 @@ def test_autoencoder_evaluates_clusters_and_draws_latent_plots(workdir):
     ("coarse_size", 64, "train.dcgan.coarse_size"),
 ])
 def test_bad_dcgan_params_name_the_key(workdir, key, value, message):
-    from stages.common.params import load_params
+    from stages.families import load_family_params
 
     write_params(workdir, {"dcgan": {key: value}})
     with pytest.raises(ParamsError) as err:
-        load_params("params.yaml")
+        load_family_params("params.yaml", "dcgan", ("train",))
     assert err.value.path == message
+    assert err.value.line == key_line(workdir / "params.yaml", message)
 
 
 def test_vae_widths_that_do_not_divide_the_image_size_are_rejected(workdir):
-    from stages.common.params import load_params
+    from stages.families import load_family_params
 
     write_params(workdir, {"vae": {"image_size": 40, "widths": [8, 16, 32, 64]}})
     with pytest.raises(ParamsError) as err:
-        load_params("params.yaml")
+        load_family_params("params.yaml", "vae", ("train",))
     assert err.value.path == "train.vae.widths"
+    assert err.value.line == key_line(workdir / "params.yaml", "train.vae.widths")

@@ -15,9 +15,10 @@ import pytest
 import torch
 
 import stages.split.__main__ as split
-from stages.hpo.__main__ import (Dimension, HpoConfig, TrialLog, apply_overrides, decathlon_space, default_point,
-                        run_search)
-from stages.common.schema import ParamsError, from_dict
+from stages.common.schema import ParamsError, from_dict, to_dict
+from stages.hpo.config import HpoConfig, decathlon_space
+from stages.hpo.search import TrialLog, default_point, run_search
+from stages.shared.overrides import apply_overrides
 from tests.conftest import stage_env, write_params
 from tests.helpers import shapes_dataset
 
@@ -49,10 +50,15 @@ def test_skopt_runs_on_current_numpy(estimator):
 
 
 # --- the search space -----------------------------------------------------------------
-def test_decathlon_space_is_the_default_and_its_defaults_come_first():
+def test_decathlon_space_written_out_puts_its_defaults_first():
+    """The decathlon space (meant for backbones) is what ``space`` lists when written out;
+    left out, ``space`` is the shipped bnconv space."""
     from stages.families.classifier.core import ClassifierConfig
+    from stages.hpo.config import classifier_space
 
-    hpo = from_dict(HpoConfig, {}, "hpo.classifier")
+    default = from_dict(HpoConfig, {}, "hpo.classifier")
+    assert [d.name for d in default.space] == [d.name for d in classifier_space()]
+    hpo = from_dict(HpoConfig, {"space": [to_dict(d) for d in decathlon_space()]}, "hpo.classifier")
     assert [d.name for d in hpo.space] == [d.name for d in decathlon_space()]
     names = {d.name for d in hpo.space}
     assert {"epochs", "head.size", "lr", "head.dropout", "phases.unfreeze", "head.layers",
@@ -78,7 +84,7 @@ def test_bad_dimensions_name_their_key(dim, key):
 
 def test_unknown_config_key_and_refused_value_fail_before_training():
     from stages.families.classifier.core import ClassifierConfig
-    from stages.hpo.__main__ import check_space
+    from stages.hpo.search import check_space
 
     cfg = ClassifierConfig()
     for dim, key in (({"name": "head.sise", "type": "integer", "low": 1, "high": 4}, "hpo.classifier.space.0.name"),
@@ -146,7 +152,6 @@ HPO_CMD = [sys.executable, "-m", "stages.hpo.__main__", "classifier", "--train",
 
 def test_sigkill_then_rerun_continues_and_train_uses_best_params(workdir, monkeypatch, capsys):
     import stages.hpo.__main__ as hpo_stage
-    import stages.train.__main__ as train_stage
 
     log = workdir / ".kiln/resume/hpo-classifier.json"
     proc = subprocess.Popen(HPO_CMD, cwd=workdir, env=stage_env(), stdout=subprocess.DEVNULL,
@@ -202,8 +207,9 @@ def test_bad_space_exits_2_with_the_key(workdir, monkeypatch, capsys):
 def test_fingerprint_ignores_what_every_trial_overrides(workdir):
     import yaml
 
-    from stages.hpo.__main__ import search_fingerprint, trial_config
-    from stages.common.params import parse_params
+    from stages.hpo.__main__ import search_fingerprint
+    from stages.hpo.config import load_hpo_params
+    from stages.hpo.trials import trial_config
 
     data = yaml.safe_load((workdir / "params.yaml").read_text())
     shards = [workdir / "split/train.pt", workdir / "split/val.pt"]
@@ -212,7 +218,7 @@ def test_fingerprint_ignores_what_every_trial_overrides(workdir):
         changed = copy.deepcopy(data)
         changed["hpo"]["classifier"]["trial"].update(trial)
         changed["train"]["classifier"].update(train or {})
-        params = parse_params(changed)
+        params = load_hpo_params(write_params(workdir / "changed.yaml", changed), "classifier")
         return search_fingerprint(params, "classifier", params.hpo["classifier"],
                                   trial_config(params, "classifier"), shards)
 
@@ -231,7 +237,7 @@ def test_search_reads_its_own_section_not_train(workdir, monkeypatch):
     params["hpo"]["classifier"]["trial"]["widths"] = "wide"
     write_params(workdir / "params.yaml", params)
     monkeypatch.chdir(workdir)
-    with pytest.raises(hpo_stage.ParamsError) as info:
+    with pytest.raises(ParamsError) as info:
         hpo_stage.main(HPO_CMD[3:])
     assert info.value.path == "hpo.classifier.trial.widths"
 

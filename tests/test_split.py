@@ -5,7 +5,6 @@ import copy
 import json
 import shutil
 
-import numpy as np
 import pytest
 
 import stages.split.__main__ as split

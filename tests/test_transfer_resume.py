@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 
-from stages.families.classifier import core as classifier
-from stages.common.params import parse_params
+from stages.families.classifier import train as classifier
 from stages.shared.shards import save_shard
 from stages.train.__main__ import TrainContext, fingerprint
+from tests.conftest import train_params
 from tests.test_transfer import bars
 
 torch.set_num_threads(1)
@@ -30,7 +30,7 @@ def make_ctx(root, repo_params):
         "arch": "resnet18", "input_size": 32, "epochs": 3, "batch_size": 16, "lr": 3e-3, "patience": 0,
         "head": {"layers": 1, "size": 16, "dropout": 0.2}, "use_hpo": False,
         "phases": {"head_epochs": 1, "unfreeze": "last", "blocks": 1}}
-    params = parse_params(data)
+    params = train_params(data, root)
     classes = params.base.classes
     save_shard(root / "train.pt", bars(48, 1, classes))
     save_shard(root / "val.pt", bars(32, 2, classes))

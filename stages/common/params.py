@@ -6,11 +6,12 @@ A stage asks for the sections it reads and nothing else, each with its own datac
     params.base.seed, params.split.fractions
 
 so a typo under ``train.dcgan`` cannot stop ``split``. Dotted names pick a part of a
-section (``"augment.online": AugmentOps`` gives ``params.augment.online``). A key left
+section (``"augment.online": OnlineOps`` gives ``params.augment.online``). A key left
 out of the file takes the dataclass default, and every default is the value params.yaml
-ships (tests/test_params_defaults.py holds the two equal), so deleting a line never
-changes what runs. Every error names the dotted key and its line in the file; a
-top-level section kiln does not know is an error in every stage.
+ships (tests/test_params_defaults.py holds the two equal); the few keys whose shipped value
+differs between two uses of one class have no default and stop with "is required". So
+deleting a line never silently changes what runs. Every error names the dotted key and its
+line in the file; a top-level section kiln does not know is an error in every stage.
 """
 from __future__ import annotations
 

@@ -92,8 +92,9 @@ class Crawl:
     backoff_s: float = field(default=0.5, metadata=bounds(ge=0))
     max_redirects: int = field(default=5, metadata=bounds(ge=0, le=20))
     concurrency: int = field(default=8, metadata=bounds(ge=1, le=256))
-    per_host_concurrency: int = field(default=4, metadata=bounds(ge=1, le=256))
-    per_host_rate: float = field(default=2.0, metadata=bounds(ge=0))   # requests/s; 0 = no limit
+    per_host_concurrency: int = field(default=8, metadata=bounds(ge=1, le=256))
+    # requests/s per host; 0 = no limit (the local engine is loopback): ~2 for public hosts
+    per_host_rate: float = field(default=0.0, metadata=bounds(ge=0))
     user_agent: str = "kiln/0.1 (image dataset crawler)"
     page_load_timeout_s: float = field(default=30.0, metadata=bounds(gt=0))
     scroll_wait_s: float = field(default=2.0, metadata=bounds(gt=0))  # for new results

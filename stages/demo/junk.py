@@ -17,10 +17,9 @@ from stages.demo.backgrounds import draw_background, random_colour
 from stages.demo.distractors import DISTRACTOR_KINDS
 from stages.demo.items import Item, Rendered, encode_png, render_pot_item
 from stages.demo.render import pot_rng, render_pot
+from stages.shared.demo_labels import JUNK_TYPES
 
 KIND_DISTRACTOR, KIND_JUNK, KIND_JUNK_POT = 1, 2, 3
-JUNK_TYPES = ("exact_duplicate", "near_duplicate", "blank", "dark", "light", "blurry",
-              "low_information", "tiny", "odd_aspect", "grayscale", "truncated", "not_image")
 TINY, ODD_ASPECT = (12, 12), (256, 24)  # (width, height)
 
 

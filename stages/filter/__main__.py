@@ -9,10 +9,8 @@ raw rows plus ``phash`` and ``raw_path``); every rejected image goes to
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,13 +18,15 @@ import torch
 from tqdm import tqdm
 
 from stages.common.errors import StageError, run_stage
-from stages.common.io import atomic_dir, read_jsonl, write_json, write_jsonl
+from stages.common.io import write_json
 from stages.common.params import Base, load_params
-from stages.common.schema import to_dict
 from stages.filter.config import Filter
-from stages.filter.contact import contact_sheet, save_sheet
+from stages.filter.demo_scores import demo_metrics, with_truth_factors
 from stages.filter.ensemble import (
+    ALL_CLASSES,
+    FILTER_PREFIX,
     VOTE_MODES,
+    FilterRun,
     ensemble_probs,
     member_inputs,
     run_cascade,
@@ -41,24 +41,16 @@ from stages.filter.labels import (
     join_truth,
     load_truth,
 )
+from stages.filter.outputs import (
+    count_reasons,
+    save_models,
+    save_sheets,
+    write_filtered,
+)
 from stages.filter.quality import ImageStats, measure, quality_reasons
+from stages.shared.images import load_images
+from stages.shared.manifest import read_manifest
 from stages.shared.runtime import pick_device, seed_everything, set_threads
-from stages.shared.shards import load_rgb
-
-FILTER_PREFIX = "filter:"   # reason of an image an ensemble filter rejected, e.g. filter:object
-ALL_CLASSES = "*"           # the key of a filter's one ensemble when it is not per class
-
-
-@dataclass
-class FilterRun:
-    """One trained cascade filter and the labelled examples it saw."""
-    name: str
-    cfg: object                 # EnsembleFilter
-    states: dict[str, list[dict]]   # member state_dicts by class (ALL_CLASSES unless per_class)
-    seeds: list[int]
-    examples: list[Example]
-    held: np.ndarray            # (E,) bool: example held out for scoring
-    heldout: dict               # precision / recall / F1 on the held-out examples
 
 
 def parse_args(argv):
@@ -73,34 +65,6 @@ def parse_args(argv):
                         help="demo ground truth (index.jsonl): scoring and demo labels")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser.parse_args(argv)
-
-
-def load_manifest(path: Path) -> list[dict]:
-    try:
-        rows = read_jsonl(path)
-    except FileNotFoundError as err:
-        raise StageError(f"{path}: input manifest not found (run the crawl stage first)") from err
-    except ValueError as err:
-        raise StageError(str(err)) from err
-    for line_no, row in enumerate(rows, 1):
-        missing = [key for key in ("path", "sha256", "class") if not isinstance(row.get(key), str)]
-        if missing:
-            raise StageError(f"{path}:{line_no}: row lacks {', '.join(missing)}")
-        if "/" in row["class"] or row["class"] in ("", ".", ".."):
-            raise StageError(f"{path}:{line_no}: class {row['class']!r} is not a folder name")
-    return rows
-
-
-def load_net_images(paths: list[str], size: int) -> torch.Tensor:
-    """(N, 3, size, size) uint8, letterboxed like the training shards; unreadable files are zeros."""
-    arrays = []
-    for path in paths:
-        try:
-            arrays.append(load_rgb(path, size))
-        except (OSError, ValueError):
-            arrays.append(np.zeros((size, size, 3), dtype=np.uint8))
-    stacked = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), dtype=np.uint8)
-    return torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
 
 
 class MemberInputs:
@@ -118,7 +82,7 @@ class MemberInputs:
         """(N_rows, ...) inputs for every crawled row."""
         view = (net.arch, net.image_size)
         if view not in self._by_view:
-            self._by_view[view] = member_inputs(load_net_images(self.paths, net.image_size), net, self.device)
+            self._by_view[view] = member_inputs(load_images(self.paths, net.image_size, on_error="zeros"), net, self.device)
         return self._by_view[view]
 
     def examples(self, examples: list[Example], net) -> torch.Tensor:
@@ -129,7 +93,7 @@ class MemberInputs:
         linked = [k for k, e in enumerate(examples) if e.row is not None]
         out[linked] = from_rows[[examples[k].row for k in linked]]
         if loose:
-            out[loose] = member_inputs(load_net_images([examples[k].path for k in loose], net.image_size),
+            out[loose] = member_inputs(load_images([examples[k].path for k in loose], net.image_size, on_error="zeros"),
                                        net, self.device)
         return out
 
@@ -219,134 +183,12 @@ def apply_cascade(runs: list[FilterRun], rows: list[dict], alive: np.ndarray,
     return rejected_by, probs_of
 
 
-# --- outputs ---------------------------------------------------------------------
-def _stats_summary(s: ImageStats) -> dict:
-    if s.error is not None:
-        return {"error": s.error}
-    return {"width": s.width, "height": s.height, "bright_high": round(s.bright_high, 4),
-            "bright_low": round(s.bright_low, 4), "entropy": round(s.entropy, 3),
-            "contrast": round(s.contrast, 4),
-            "sharpness": round(s.sharpness, 4), "colour_spread": round(s.colour_spread, 2)}
-
-
-def write_filtered(out: Path, rows: list[dict], reasons: list[list[str]], details: list[dict],
-                   stats: list[ImageStats], probs_of: dict[int, dict]) -> tuple[list[dict], list[dict]]:
-    """Copy kept images to out/<class>/<sha256><ext>; write manifest.jsonl and rejected.jsonl."""
-    kept, rejected = [], []
-    with atomic_dir(out) as tmp:
-        for i, row in enumerate(tqdm(rows, desc="filter: write", leave=False)):
-            extra = {"phash": stats[i].phash or None}
-            if reasons[i]:
-                info = {"reasons": reasons[i], "quality": _stats_summary(stats[i]), **extra}
-                if "duplicate_of" in details[i]:
-                    info["duplicate_of"] = rows[details[i]["duplicate_of"]]["path"]
-                if i in probs_of:
-                    info["filter_probs"] = probs_of[i]
-                rejected.append({**row, **info})
-                continue
-            name = f"{row['sha256']}{Path(row['path']).suffix.lower()}"
-            (tmp / row["class"]).mkdir(exist_ok=True)
-            shutil.copyfile(row["path"], tmp / row["class"] / name)
-            kept.append({**row, **extra, "path": str(PurePosixPath(out.as_posix(), row["class"], name)),
-                         "raw_path": row["path"]})
-        write_jsonl(tmp / "manifest.jsonl", kept)
-        write_jsonl(tmp / "rejected.jsonl", rejected)
-    return kept, rejected
-
-
-def save_models(models: Path, runs: list[FilterRun]) -> None:
-    """models/filter/<name>.pt: member state_dicts + config, never a pickled module."""
-    with atomic_dir(models) as tmp:
-        for run in runs:
-            members = run.states[ALL_CLASSES] if ALL_CLASSES in run.states else run.states   # per class: by class
-            torch.save({"members": members, "per_class": bool(run.cfg.per_class), "seeds": run.seeds, "config": to_dict(run.cfg),
-                        "classes": ["reject", "keep"], "epoch": run.cfg.net.epochs}, tmp / f"{run.name}.pt")
-
-
-def save_sheets(folder: Path, rejected: list[dict], per_sheet: int) -> list[str]:
-    """One contact sheet per reason (its first ``per_sheet`` images), captioned with the class."""
-    by_reason: dict[str, list[dict]] = {}
-    for row in rejected:
-        for reason in row["reasons"]:
-            by_reason.setdefault(reason, []).append(row)
-    with atomic_dir(folder) as tmp:
-        for reason, members in sorted(by_reason.items()):
-            shown = members[:per_sheet]
-            sheet = contact_sheet([r["path"] for r in shown], [r["class"] for r in shown])
-            save_sheet(tmp / f"{reason.replace(':', '-')}.png", sheet)
-    return sorted(by_reason)
-
-
-# --- scoring against the demo's ground truth --------------------------------------
-def _share(hit: np.ndarray, of: np.ndarray) -> float | None:
-    return round(float(hit[of].mean()), 4) if of.any() else None
-
-
-def demo_scores(joined: list[dict | None], reasons: list[list[str]], rows_mask: np.ndarray) -> dict:
-    """Junk and distractor rejection against ground truth, over the rows in ``rows_mask``."""
-    kind = np.array([(item or {}).get("kind") for item in joined], dtype=object)
-    junk_type = np.array([(item or {}).get("junk") for item in joined], dtype=object)
-    rejected = np.array([bool(r) for r in reasons]) & rows_mask
-    by_quality = np.array([any(not x.startswith(FILTER_PREFIX) for x in r) for r in reasons]) & rows_mask
-    by_ensemble = np.array([any(x.startswith(FILTER_PREFIX) for x in r) for r in reasons]) & rows_mask
-    junk, distractor, pot = (kind == "junk") & rows_mask, (kind == "distractor") & rows_mask, (kind == "pot") & rows_mask
-    flagged_junk = by_quality.sum()
-    scores = {
-        "n": {"junk": int(junk.sum()), "distractor": int(distractor.sum()), "pot": int(pot.sum())},
-        "junk_recall": _share(rejected, junk), "junk_recall_quality": _share(by_quality, junk),
-        "junk_precision": round(float((by_quality & junk).sum() / flagged_junk), 4) if flagged_junk else None,
-        "distractor_recall": _share(rejected, distractor),
-        "distractor_recall_ensemble": _share(by_ensemble, distractor),
-        "pots_kept": _share(~rejected, pot),
-        "junk_recall_by_type": {t: _share(rejected, junk & (junk_type == t))
-                                for t in sorted({t for t in junk_type[junk] if t})},
-    }
-    pot_reasons: dict[str, int] = {}
-    for i in np.nonzero(pot & rejected)[0]:
-        for reason in reasons[i]:
-            pot_reasons[reason] = pot_reasons.get(reason, 0) + 1
-    scores["pots_rejected_by_reason"] = dict(sorted(pot_reasons.items()))
-    return scores
-
-
-def demo_metrics(joined: list[dict | None], reasons: list[list[str]], runs: list[FilterRun]) -> dict:
-    """Scores over every crawled row, and over the rows no filter trained on."""
-    everything = np.array([item is not None for item in joined])
-    trained_on = np.zeros(len(joined), dtype=bool)
-    for run in runs:
-        for ex, held in zip(run.examples, run.held):
-            if ex.row is not None and not held:
-                trained_on[ex.row] = True
-    return {"all": demo_scores(joined, reasons, everything),
-            "heldout": demo_scores(joined, reasons, everything & ~trained_on),
-            "not_in_truth": int((~everything).sum())}
-
-
-def count_reasons(reasons: list[list[str]]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for rs in reasons:
-        for reason in rs:
-            counts[reason] = counts.get(reason, 0) + 1
-    return dict(sorted(counts.items()))
-
-
-def with_truth_factors(rows: list[dict], joined: list[dict | None]) -> list[dict]:
-    """Rows with the demo's generative factors filled in from the joined ground truth.
-
-    A crawler cannot know an image's factors (data/raw has ``factors: null``), but the demo
-    knows what it drew: carried through split into the shards, they let evaluate@vae score
-    MIG/DCI. Rows that already have factors, or no truth item, are left as they are.
-    """
-    return [{**row, "factors": item["factors"]} if item and item.get("factors") and not row.get("factors") else row
-            for row, item in zip(rows, joined)]
-
-
 # --- the stage --------------------------------------------------------------------
 def main(argv=None) -> None:
     args = parse_args(argv)
     params = load_params(args.params, {"base": Base, "filter": Filter})
     cfg = params.filter
-    rows = load_manifest(args.input)
+    rows = read_manifest(args.input, "the crawl stage")
     joined = join_truth(rows, load_truth(args.truth)) if args.truth else None
     if joined is not None:
         rows = with_truth_factors(rows, joined)

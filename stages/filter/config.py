@@ -5,12 +5,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from stages.common.schema import FRACTION, PROBABILITY, ParamsError, bounds
+from stages.filter.quality import ALL_CHECKS
+from stages.shared.demo_labels import LABEL_NAMES
 
-FILTER_CHECKS = ("corrupt", "too_small", "odd_aspect", "odd_size", "dark", "light",
-                 "low_information", "blurry", "exact_duplicate", "near_duplicate")
-DEMO_LABEL_NAMES = ("pot", "distractor", "junk", "exact_duplicate", "near_duplicate", "blank", "dark",
-                    "light", "blurry", "low_information", "tiny", "odd_aspect", "grayscale",
-                    "truncated", "not_image")
+FILTER_CHECKS = ALL_CHECKS
+DEMO_LABEL_NAMES = LABEL_NAMES
 
 
 @dataclass
@@ -36,20 +35,23 @@ class FilterQuality:
                 raise ParamsError(f"{path}.checks.{i}", f"unknown check {name!r}; allowed: {', '.join(FILTER_CHECKS)}")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FilterNet:
     """One ensemble member with one logit (P(keep)): a stages.nets.BNConvNet trained from
     scratch (bnconv; widths, hidden), or a head (hidden: [] = linear) on the pooled features
-    of a frozen ImageNet trunk (mobilenet_v2; weights installed offline by stages.weights)."""
-    arch: Literal["bnconv", "mobilenet_v2"] = "bnconv"
-    image_size: int = field(default=32, metadata=bounds(ge=16, le=256))
+    of a frozen ImageNet trunk (mobilenet_v2; weights installed offline by stages.weights).
+
+    The keys the shipped ``object`` and ``usable`` nets set differently have no default (one
+    class cannot default to both): leaving one out stops with "is required"."""
+    arch: Literal["bnconv", "mobilenet_v2"]
+    image_size: int = field(metadata=bounds(ge=16, le=256))
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
-    hidden: list[int] = field(default_factory=lambda: [64])
+    hidden: list[int]
     dropout: float = field(default=0.0, metadata=FRACTION)
-    epochs: int = field(default=160, metadata=bounds(ge=1))  # with balance: passes over the rare label
+    epochs: int = field(metadata=bounds(ge=1))  # with balance: passes over the rare label
     batch_size: int = field(default=64, metadata=bounds(ge=1))
     lr: float = field(default=0.003, metadata=bounds(gt=0))
-    weight_decay: float = field(default=0.0001, metadata=bounds(ge=0))
+    weight_decay: float = field(metadata=bounds(ge=0))
     balance: bool = True    # each epoch: all rarer-label examples + an equal fresh draw of the other
 
     def validate(self, path: str) -> None:
@@ -64,11 +66,12 @@ class FilterNet:
                               f"{len(self.widths)} pooling blocks (needs >= {2 ** len(self.widths)})")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DemoLabels:
-    """Ground-truth kinds or junk types of the demo corpus standing in for hand labels."""
-    keep: list[str] = field(default_factory=list)
-    reject: list[str] = field(default_factory=list)
+    """Ground-truth kinds or junk types of the demo corpus standing in for hand labels
+    (required: the shipped filters' differ; ``{keep: [], reject: []}`` for none)."""
+    keep: list[str]
+    reject: list[str]
 
     def validate(self, path: str) -> None:
         for side in ("keep", "reject"):
@@ -77,30 +80,45 @@ class DemoLabels:
                     raise ParamsError(f"{path}.{side}.{i}", f"unknown kind {name!r}; allowed: {', '.join(DEMO_LABEL_NAMES)}")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FilterLabels:
     folder: str | None = None        # <folder>/keep/*, <folder>/reject/*: hand-curated examples
     weak: bool = False               # crawl rows as weak labels (own terms keep, negative terms reject)
     negative_terms: list[str] = field(default_factory=list)
-    demo: DemoLabels = field(default_factory=DemoLabels)
+    demo: DemoLabels                 # required: the shipped filters' differ
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EnsembleFilter:
     members: int = field(default=3, metadata=bounds(ge=1))
     vote: Literal["all", "majority", "mean"] = "all"
     threshold: float = field(default=0.9, metadata=PROBABILITY)
     holdout: float = field(default=0.3, metadata=bounds(ge=0, lt=1))  # labelled share kept for scoring
     per_class: bool = False     # one ensemble per class; other classes' rows are its rejects
-    net: FilterNet = field(default_factory=FilterNet)
-    labels: FilterLabels = field(default_factory=FilterLabels)
+    net: FilterNet              # required, as labels: the shipped filters' differ
+    labels: FilterLabels
+
+
+def shipped_filters() -> dict[str, EnsembleFilter]:
+    """The two ensembles params.yaml ships: ``object`` (in the cascade) and ``usable``,
+    what ``filter.filters`` is when params.yaml leaves it out."""
+    return {
+        "object": EnsembleFilter(   # "is it a pot?": a probe on frozen ImageNet features
+            net=FilterNet(arch="mobilenet_v2", image_size=64, hidden=[], epochs=200, weight_decay=0.001),
+            labels=FilterLabels(demo=DemoLabels(keep=["pot"], reject=["distractor"]))),
+        "usable": EnsembleFilter(   # "is it a usable picture?": a small net from scratch
+            net=FilterNet(arch="bnconv", image_size=32, hidden=[64], epochs=160, weight_decay=0.0001),
+            labels=FilterLabels(demo=DemoLabels(keep=["pot", "distractor"],
+                                                reject=["blank", "dark", "light", "blurry", "low_information",
+                                                        "grayscale"]))),
+    }
 
 
 @dataclass
 class Filter:
     quality: FilterQuality = field(default_factory=FilterQuality)
-    cascade: list[str] = field(default_factory=list)          # filter names, run in this order
-    filters: dict[str, EnsembleFilter] = field(default_factory=dict)
+    cascade: list[str] = field(default_factory=lambda: ["object"])   # filter names, run in this order
+    filters: dict[str, EnsembleFilter] = field(default_factory=shipped_filters)
     contact_sheet: int = field(default=48, metadata=bounds(ge=1, le=400))  # images per reason sheet
 
     def validate(self, path: str) -> None:

@@ -10,12 +10,14 @@ order, each seeing only the images the previous ones kept.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from stages.filter.labels import Example
 from stages.shared.featnets import PooledEmbedding, embed
 from stages.shared.nets import BNConvNet, to_float
 
@@ -239,3 +241,19 @@ def run_cascade(filters: Sequence[tuple[str, Callable[[np.ndarray], np.ndarray]]
             rejected_by[i] = name
         alive[index[~keep]] = False
     return rejected_by
+
+
+FILTER_PREFIX = "filter:"   # reason of an image an ensemble filter rejected, e.g. filter:object
+ALL_CLASSES = "*"           # the key of a filter's one ensemble when it is not per class
+
+
+@dataclass
+class FilterRun:
+    """One trained cascade filter and the labelled examples it saw."""
+    name: str
+    cfg: object                 # EnsembleFilter
+    states: dict[str, list[dict]]   # member state_dicts by class (ALL_CLASSES unless per_class)
+    seeds: list[int]
+    examples: list[Example]
+    held: np.ndarray            # (E,) bool: example held out for scoring
+    heldout: dict               # precision / recall / F1 on the held-out examples

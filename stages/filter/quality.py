@@ -23,7 +23,9 @@ from stages.shared.neardup import (
 )
 
 PER_IMAGE_CHECKS = ("too_small", "odd_aspect", "dark", "light", "low_information", "blurry")
-ALL_CHECKS = ("corrupt", *PER_IMAGE_CHECKS, "odd_size", "exact_duplicate", "near_duplicate")
+# every check name, in the order params.yaml lists them
+ALL_CHECKS = ("corrupt", "too_small", "odd_aspect", "odd_size", "dark", "light", "low_information", "blurry",
+              "exact_duplicate", "near_duplicate")
 # perceived brightness weights (cleanvision / Darel Rex Finley): sqrt(.241 R^2 + .691 G^2 + .068 B^2)
 BRIGHTNESS_WEIGHTS = np.array([0.241, 0.691, 0.068])
 LOSSLESS_FORMATS = {"PNG", "BMP", "TIFF", "GIF", "PPM"}

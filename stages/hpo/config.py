@@ -60,18 +60,32 @@ def decathlon_space() -> list[Dimension]:
     ]
 
 
+def classifier_space() -> list[Dimension]:
+    """The space params.yaml ships for the bnconv classifier (``hpo.classifier.space``), the
+    default: learning rate, both dropouts, class weights; the shipped defaults come first."""
+    return [
+        Dimension("lr", "real", 1e-4, 1e-2, "log-uniform", default=0.002),
+        Dimension("dropout", "real", 0.0, 0.5, default=0.1),
+        Dimension("head_dropout", "real", 0.0, 0.6, default=0.3),
+        Dimension("class_weights", "categorical", values=["none", "balanced"], default="none"),
+    ]
+
+
 @dataclass
 class HpoConfig:
-    n_calls: int = field(default=20, metadata=bounds(ge=0))       # 0: no search (empty best params)
-    n_initial_points: int = field(default=10, metadata=bounds(ge=0))
+    n_calls: int = field(default=6, metadata=bounds(ge=0))        # 0: no search (empty best params)
+    n_initial_points: int = field(default=3, metadata=bounds(ge=0))
     acq_func: Literal["EI", "PI", "LCB", "gp_hedge"] = "EI"
     base_estimator: Literal["GP", "RF", "ET", "GBRT"] = "GP"
     n_jobs: int = field(default=1, metadata=bounds(ge=1))       # points trained at once
     score: Literal["accuracy", "loss"] = "accuracy"              # validation accuracy (max) or loss (min)
     max_train: int = field(default=0, metadata=bounds(ge=0))     # subsample the training shard; 0: all
-    trial_epochs: int = field(default=0, metadata=bounds(ge=0))  # epochs of a trial unless searched; 0: the config's
-    space: list[Dimension] = field(default_factory=decathlon_space)
-    trial: dict[str, Any] = field(default_factory=dict)          # the trials' base train config
+    trial_epochs: int = field(default=3, metadata=bounds(ge=0))  # epochs of a trial unless searched; 0: the config's
+    # the shipped classifier space; decathlon_space() (meant for backbones) is written out to use it
+    space: list[Dimension] = field(default_factory=classifier_space)
+    # the trials' base train config (keys left out: the family's defaults)
+    trial: dict[str, Any] = field(default_factory=lambda: {"arch": "bnconv", "widths": [16, 32, 64, 128],
+                                                           "hidden": [128], "batch_size": 64})
 
     def validate(self, path: str) -> None:
         if not self.space:

@@ -19,22 +19,27 @@ from torchvision.transforms.v2 import functional as TF
 from stages.common.schema import PROBABILITY, ParamsError, bounds
 
 
-@dataclass
+# A key whose shipped value differs between ``augment.offline`` and ``augment.online`` (or
+# between hflip and vflip) has no default: one class cannot default to both, and a silent
+# fallback to the other mapping's value would change what runs, so leaving it out of
+# params.yaml stops with "is required". Every other key defaults to the value params.yaml ships;
+# OnlineOps here and stages.augment.config.OfflineOps give each block its shipped value.
+@dataclass(kw_only=True)
 class Elastic:
-    p: float = field(default=0.0, metadata=PROBABILITY)
-    alpha: float = field(default=30.0, metadata=bounds(ge=0))
+    p: float = field(metadata=PROBABILITY)                  # offline 0.3, online 0.0
+    alpha: float = field(default=20.0, metadata=bounds(ge=0))
     sigma: float = field(default=4.0, metadata=bounds(gt=0))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Flip:
-    p: float = field(default=0.0, metadata=PROBABILITY)
+    p: float = field(metadata=PROBABILITY)                  # as torchvision's; hflip 0.5, vflip 0.0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Crop:
-    p: float = field(default=0.0, metadata=PROBABILITY)
-    scale: list[float] = field(default_factory=lambda: [0.75, 1.0])
+    p: float = field(metadata=PROBABILITY)                  # offline 0.5, online 0.3
+    scale: list[float]                                      # offline [0.75, 1.0], online [0.8, 1.0]
     ratio: list[float] = field(default_factory=lambda: [0.8, 1.25])
 
     def validate(self, path: str) -> None:
@@ -45,31 +50,43 @@ class Crop:
             raise ParamsError(f"{path}.scale", f"high must be <= 1 (got {self.scale[1]})")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Erasing:
-    p: float = field(default=0.0, metadata=PROBABILITY)
-    scale: list[float] = field(default_factory=lambda: [0.02, 0.25])
+    p: float = field(metadata=PROBABILITY)                  # offline 0.25, online 0.0
+    scale: list[float] = field(default_factory=lambda: [0.02, 0.15])
 
     def validate(self, path: str) -> None:
         if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1] <= 1:
             raise ParamsError(f"{path}.scale", f"must be [low, high] within (0, 1] (got {self.scale})")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Rotation:
-    p: float = field(default=0.0, metadata=PROBABILITY)
+    p: float = field(metadata=PROBABILITY)                  # offline 0.5, online 0.0
     degrees: float = field(default=10.0, metadata=bounds(ge=0, le=180))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AugmentOps:
-    """The decathlon DataAugmentor's ops, each with a probability and a magnitude."""
-    elastic: Elastic = field(default_factory=Elastic)
-    hflip: Flip = field(default_factory=Flip)
-    vflip: Flip = field(default_factory=Flip)
-    crop: Crop = field(default_factory=Crop)
-    erasing: Erasing = field(default_factory=Erasing)
-    rotation: Rotation = field(default_factory=Rotation)
+    """The decathlon DataAugmentor's ops, each with a probability and a magnitude.
+    The ops whose shipped settings differ between ``augment.offline`` and ``augment.online``
+    are required; the flips ship the same in both."""
+    elastic: Elastic
+    hflip: Flip = field(default_factory=lambda: Flip(p=0.5))
+    vflip: Flip = field(default_factory=lambda: Flip(p=0.0))
+    crop: Crop
+    erasing: Erasing
+    rotation: Rotation
+
+
+@dataclass(kw_only=True)
+class OnlineOps(AugmentOps):
+    """``augment.online``, what every training batch gets (train@ and hpo@ read it): a block
+    left out of params.yaml takes the shipped setting."""
+    elastic: Elastic = field(default_factory=lambda: Elastic(p=0.0))
+    crop: Crop = field(default_factory=lambda: Crop(p=0.3, scale=[0.8, 1.0]))
+    erasing: Erasing = field(default_factory=lambda: Erasing(p=0.0))
+    rotation: Rotation = field(default_factory=lambda: Rotation(p=0.0))
 
 
 def _chosen(p: float, batch: int, generator, device) -> torch.Tensor:

@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
-from PIL import Image
 
 from stages.common.io import atomic_path
 
@@ -79,23 +77,6 @@ def load_shard(path: str | Path) -> Shard:
     except Exception as err:  # torch raises several types for a damaged file
         raise ValueError(f"{path}: not a readable kiln shard ({err.__class__.__name__})") from err
     return Shard(**payload)
-
-
-def load_rgb(path: str | Path, size: int) -> np.ndarray:
-    """Decode an image file to (size, size, 3) uint8, letterboxing to keep the aspect ratio."""
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-        img.thumbnail((size, size), Image.Resampling.BILINEAR)
-        canvas = Image.new("RGB", (size, size), _border_colour(img))
-        canvas.paste(img, ((size - img.width) // 2, (size - img.height) // 2))
-    return np.array(canvas)  # writable: torch.from_numpy needs it
-
-
-def _border_colour(img: Image.Image) -> tuple[int, int, int]:
-    """Median colour of the outermost pixels: padding that blends into the background."""
-    arr = np.asarray(img)
-    border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
-    return tuple(int(v) for v in np.median(border, axis=0))
 
 
 def iterate_batches(shard: Shard, batch_size: int, *, shuffle: bool,

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from stages.shared.augment_ops import AugmentOps
+from stages.shared.augment_ops import OnlineOps
 
-TRAIN_SECTIONS = {"augment.online": AugmentOps, "split.class_weights": Literal["none", "balanced"]}
+TRAIN_SECTIONS = {"augment.online": OnlineOps, "split.class_weights": Literal["none", "balanced"]}
 
 # Per-epoch resume state and hpo trial logs: outside DVC's outputs, so a rerun that DVC
 # starts by deleting the outputs still finds them.

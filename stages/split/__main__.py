@@ -12,19 +12,19 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from stages.common.errors import StageError, run_stage
-from stages.common.io import atomic_dir, read_jsonl, write_json, write_jsonl
+from stages.common.io import atomic_dir, write_json, write_jsonl
 from stages.common.params import Base, load_params
+from stages.shared import manifest
+from stages.shared.images import load_images
 from stages.shared.neardup import group_near_duplicates
 from stages.shared.rebalance import balanced_class_weights, rebalance
-from stages.shared.shards import Shard, load_rgb, save_shard
+from stages.shared.shards import Shard, save_shard
 from stages.split.config import Split
 
 SPLITS = ("train", "val", "test")
@@ -32,16 +32,7 @@ SPLITS = ("train", "val", "test")
 
 def read_manifest(path: Path, classes: list[str]) -> tuple[list[dict], int]:
     """Rows whose class is in ``classes``; also how many rows were left out."""
-    if not path.is_file():
-        raise StageError(f"{path}: input manifest not found (run the stage before split)")
-    try:
-        rows = read_jsonl(path)
-    except ValueError as err:
-        raise StageError(str(err)) from err
-    for line_no, row in enumerate(rows, 1):
-        missing = {"path", "sha256", "class"} - set(row)
-        if missing:
-            raise StageError(f"{path}:{line_no}: row lacks {', '.join(sorted(missing))}")
+    rows = manifest.read_manifest(path, "the filter stage")
     kept = [r for r in rows if r["class"] in classes]
     empty = [c for c in classes if not any(r["class"] == c for r in kept)]
     if empty:
@@ -79,21 +70,6 @@ def assign_splits(labels: np.ndarray, groups: np.ndarray, fractions: dict[str, f
     return assignment
 
 
-def decode_all(rows: list[dict], size: int) -> torch.Tensor:
-    """(N, 3, size, size) uint8, decoded on two threads (PIL releases the GIL)."""
-    def one(row):
-        try:
-            return load_rgb(row["path"], size)
-        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
-            raise StageError(f"{row['path']}: cannot decode image ({err.__class__.__name__})") from err
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        arrays = list(pool.map(one, rows))
-    if not arrays:
-        return torch.zeros((0, 3, size, size), dtype=torch.uint8)
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-
-
 def build_shard(rows: list[dict], images: torch.Tensor, classes: list[str]) -> Shard:
     labels = torch.tensor([classes.index(r["class"]) for r in rows], dtype=torch.long)
     fields = [r.get("fields") or [] for r in rows]
@@ -122,7 +98,7 @@ def main(argv=None) -> None:
     rows, left_out = read_manifest(args.input, classes)
     rng = np.random.default_rng(params.base.seed)
     labels = np.array([classes.index(r["class"]) for r in rows])
-    images = decode_all(rows, params.base.image_size)  # first: names any undecodable file
+    images = load_images([r["path"] for r in rows], params.base.image_size)  # first: names any undecodable file
     groups = group_ids(rows, params.split.near_duplicates)
     fractions = vars(params.split.fractions)
     assignment = assign_splits(labels, groups, fractions, rng)

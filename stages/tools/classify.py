@@ -1,4 +1,4 @@
-"""Classify image files with a trained classifier: python -m stages.classify --model M.pt FILE...
+"""Classify image files with a trained classifier: python -m stages.tools.classify --model M.pt FILE...
 
 Labels come from the checkpoint's ``classes`` (the order the model was trained with),
 never from a directory listing: the decathlon API read them from an unsorted walk of
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from stages.common.errors import StageError, run_stage
 from stages.families.classifier.core import load_classifier
 from stages.shared.checkpoint import load_checkpoint
-from stages.shared.shards import load_rgb
+from stages.shared.images import load_rgb
 
 
 def load_images(paths: list[Path], size: int) -> torch.Tensor:

@@ -15,6 +15,7 @@ from stages.common.errors import run_stage
 COMMANDS = {
     "demo": "stages.demo.__main__",
     "crawl": "stages.crawl.__main__",
+    "filter": "stages.filter.__main__",
     "split": "stages.split.__main__",
     "augment": "stages.augment.__main__",
     "hpo": "stages.hpo.__main__",

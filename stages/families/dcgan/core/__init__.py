@@ -116,7 +116,8 @@ def field_bank(shard) -> dict[str, list[list[float]]]:
 def load_gan(path, device) -> tuple[GanSet, dict]:
     """Rebuild a trained GanSet from models/dcgan/model.pt; returns it and the checkpoint."""
     ckpt = genbase.load_checkpoint(path)
-    cfg = from_dict(DCGANTrain, ckpt["config"], "checkpoint.config")
+    # a checkpoint saved before a key existed lacks it: read it as trained, not as the default
+    cfg = from_dict(DCGANTrain, {**DCGANTrain.CHECKPOINT_LEGACY, **ckpt["config"]}, "checkpoint.config")
     gans = GanSet(cfg, ckpt["classes"], genbase.FieldScaler.from_state(ckpt["scaler"]), ckpt["field_dim"])
     gans.load(ckpt)
     return gans.to(device), ckpt

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from stages.common.schema import ParamsError, bounds
 from stages.families._shared.convnets import validate_coarse
@@ -13,25 +13,32 @@ POLICIES = ("color", "translation", "cutout")   # DiffAugment ops (train/augment
 
 @dataclass
 class DCGANTrain:
+    # Every default is the value params.yaml ships (the small-data recipe: spectral norm,
+    # DiffAugment, EMA, TTUR, the coarse colour field). A checkpoint saved before a key existed
+    # lacks it and was trained with the value below: read a stored config over these, never
+    # over the defaults ({**CHECKPOINT_LEGACY, **ckpt["config"]}), so it loads as trained.
+    CHECKPOINT_LEGACY: ClassVar[dict[str, Any]] = {"coarse_size": 0, "lr_d": 0.0, "spectral_norm": False,
+                                                   "diff_augment": [], "ema_decay": 0.0}
+
     image_size: int = 64                  # 32 | 64 | 128
     noise_dim: int = field(default=64, metadata=bounds(ge=1))
     gen_width: int = field(default=16, metadata=bounds(ge=4))    # generator channels at full size
-    coarse_size: int = field(default=0, metadata=bounds(ge=0))   # G also paints a k x k colour field; 0: off
+    coarse_size: int = field(default=8, metadata=bounds(ge=0))   # G also paints a k x k colour field; 0: off
     disc_width: int = field(default=16, metadata=bounds(ge=4))
     condition_fields: bool = True         # condition on the fields vector as well as the class
     field_components: int = field(default=8, metadata=bounds(ge=0))   # fields -> top-K whitened PCA axes; 0: all, standardised
     per_class: bool = False               # one generator/discriminator pair per class
-    epochs: int = field(default=30, metadata=bounds(ge=1))
+    epochs: int = field(default=60, metadata=bounds(ge=1))
     batch_size: int = field(default=32, metadata=bounds(ge=2))
     lr: float = field(default=2e-4, metadata=bounds(gt=0))              # generator's
-    lr_d: float = field(default=0.0, metadata=bounds(ge=0))             # discriminator's (TTUR); 0: = lr
+    lr_d: float = field(default=4e-4, metadata=bounds(ge=0))            # discriminator's (TTUR); 0: = lr
     beta1: float = field(default=0.5, metadata=bounds(ge=0, lt=1))
     beta2: float = field(default=0.999, metadata=bounds(ge=0, lt=1))
     label_smoothing: list[float] = field(default_factory=lambda: [0.8, 1.0])   # real targets ~ U(lo, hi)
     aux_weight: float = field(default=1.0, metadata=bounds(ge=0))   # AC-GAN class loss; 0: off
-    spectral_norm: bool = False           # spectral norm on every D layer instead of BN
-    diff_augment: list[str] = field(default_factory=list)   # DiffAugment policy: color, translation, cutout
-    ema_decay: float = field(default=0.0, metadata=bounds(ge=0, lt=1))   # sample from an EMA of G; 0: off
+    spectral_norm: bool = True            # spectral norm on every D layer instead of BN
+    diff_augment: list[str] = field(default_factory=lambda: ["color", "translation"])   # color, translation, cutout
+    ema_decay: float = field(default=0.999, metadata=bounds(ge=0, lt=1))  # sample from an EMA of G; 0: off
     precision: Literal["auto", "fp32", "bf16"] = "auto"   # auto: bf16 autocast where the CPU/GPU has it
     grid_per_class: int = field(default=8, metadata=bounds(ge=1, le=32))   # samples per class per epoch grid
 

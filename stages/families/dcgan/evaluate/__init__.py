@@ -9,8 +9,7 @@ from stages.common.errors import StageError
 from stages.families._shared import gen as genbase
 from stages.families._shared.geneval import all_fid_metrics
 from stages.families.classifier.core import load_classifier
-from stages.families.dcgan.core import load_gan
-from stages.families.dcgan.train import grid_inputs
+from stages.families.dcgan.core import grid_inputs, load_gan
 from stages.shared.pictures import save_grid, to_uint8
 
 

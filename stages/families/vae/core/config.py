@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from stages.common.schema import bounds
 from stages.families._shared.convnets import validate_coarse, validate_size
@@ -10,10 +10,15 @@ from stages.families._shared.convnets import validate_coarse, validate_size
 
 @dataclass
 class VAETrain:
+    # Every default is the value params.yaml ships. A checkpoint saved before coarse_size existed
+    # lacks it and was trained without the colour field: read a stored config over these, never
+    # over the defaults ({**CHECKPOINT_LEGACY, **ckpt["config"]}), so it loads as trained.
+    CHECKPOINT_LEGACY: ClassVar[dict[str, Any]] = {"coarse_size": 0}
+
     image_size: int = field(default=64, metadata=bounds(ge=16, le=256))
     latent_dim: int = field(default=10, metadata=bounds(ge=2))
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])    # one halving each
-    coarse_size: int = field(default=0, metadata=bounds(ge=0))              # z -> 3 x k x k colour field; 0: off
+    coarse_size: int = field(default=8, metadata=bounds(ge=0))              # z -> 3 x k x k colour field; 0: off
     beta: float = field(default=1.0, metadata=bounds(ge=0))
     kl_warmup_epochs: int = field(default=3, metadata=bounds(ge=0))         # 0: full β from the start
     recon_loss: Literal["mse", "l1"] = "mse"

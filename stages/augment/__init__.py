@@ -1,0 +1,1 @@
+"""The augment stage: run it as `python -m stages.augment` (dvc.yaml does)."""

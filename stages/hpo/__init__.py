@@ -1,0 +1,1 @@
+"""The hpo stage: run it as `python -m stages.hpo` (dvc.yaml does)."""

@@ -1,0 +1,1 @@
+"""The train stage: run it as `python -m stages.train` (dvc.yaml does)."""
