@@ -164,7 +164,7 @@ def test_hostile_server(hostile_server, tmp_path):
     kept = {r["source_url"][len(origin):]: r for r in outcome.rows}
     assert set(kept) == set(KEPT)
     files = sorted(p for p in out.rglob("*") if p.is_file())
-    assert {p.name for p in files} == {"manifest.jsonl", "failures.jsonl"} | {
+    assert {p.name for p in files} == {"manifest.jsonl", "failures.jsonl", "summary.json"} | {
         f"{hashlib.sha256(body).hexdigest()}.png" for body in KEPT.values()}
     for path in files:
         if path.suffix == ".png":

@@ -41,10 +41,16 @@ def final_set(out: Path) -> tuple[set, set]:
             {(path_of(f["source_url"]), f["reason"].replace(str(out), "OUT")) for f in fails})
 
 
+def search_counts(out: Path) -> list[tuple]:
+    """summary.json per search, without the page URL (its port differs between runs)."""
+    searches = json.loads((out / "summary.json").read_text())["searches"]
+    return [tuple(v for k, v in sorted(s.items()) if k != "page_url") for s in searches]
+
+
 def assert_clean(out: Path, kept: set) -> None:
     """Only whole files named by their own hash, exactly the manifest's, no temp files."""
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    images = files - {"manifest.jsonl", "failures.jsonl"}
+    images = files - {"manifest.jsonl", "failures.jsonl", "summary.json"}
     assert {(name.split("/")[0], Path(name).stem) for name in images} == {(c, s) for c, s, _ in kept}
     for name in images:
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == Path(name).stem
@@ -87,6 +93,7 @@ def test_sigkill_at_random_points_then_rerun(tmp_path):
         assert not our_chromium(tmp_path), "Chromium outlived the killed crawl"
     assert start(tmp_path, out).wait(timeout=120) == 0
     assert final_set(out) == expected
+    assert search_counts(out) == search_counts(tmp_path / "clean")   # requested/found survive resume
     assert_clean(out, expected[0])
     assert max(journaled) > 0 or out.exists()   # some kill landed after work was journaled
     deadline = time.monotonic() + 10   # a watchdog may still be removing the last kill's profile

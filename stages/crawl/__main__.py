@@ -2,9 +2,11 @@
 
 Searches every ``crawl.queries`` term with headless Chromium on ``crawl.engine``
 (the embedded local site over data/demo by default), downloads the full-size images
-safely, and writes data/raw/<class>/<sha256>.<ext>, data/raw/manifest.jsonl and
-data/raw/failures.jsonl. Progress is journaled under --work, outside DVC outputs, so
-a killed crawl resumes where it stopped; the journal is removed once data/raw is whole.
+safely, and writes data/raw/<class>/<sha256>.<ext>, data/raw/manifest.jsonl,
+data/raw/failures.jsonl and data/raw/summary.json (per search: found of requested; a
+search that found fewer than its count also prints one warning line). Progress is
+journaled under --work, outside DVC outputs, so a killed crawl resumes where it
+stopped; the journal is removed once data/raw is whole.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import shutil
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -96,13 +99,15 @@ def _search(driver, engine: EngineDef, query, crawl: Crawl, keys: UrlKeys) -> di
 
 
     record = {"kind": "search", "term": query.term, "class": query.cls, "missing": 0, "error": None,
-              "page_url": keys.key(search_url(engine, query.term, keys.origin)), "urls": []}
+              "page_url": keys.key(search_url(engine, query.term, keys.origin)), "urls": [],
+              "requested": query.count, "stopped": ""}
     try:
         found = collect(driver, engine, query.term, query.count, crawl, keys.origin)
     except WebDriverException as err:
         first = (err.msg or type(err).__name__).strip().splitlines()[0]
-        return {**record, "error": f"search page failed: {first}"}
-    return {**record, "missing": found.missing, "urls": [keys.key(u) for u in found.urls]}
+        return {**record, "error": f"search page failed: {first}", "stopped": "search page failed"}
+    return {**record, "missing": found.missing, "urls": [keys.key(u) for u in found.urls],
+            "stopped": found.stopped}
 
 
 def search_all(journal: Journal, engine: EngineDef, crawl: Crawl, keys: UrlKeys) -> None:
@@ -176,9 +181,24 @@ def summary(outcome, seconds: float) -> str:
     duplicates = reasons.pop("duplicate", 0)
     failed = ", ".join(f"{r} {n}" for r, n in reasons.most_common())
     rate = len(outcome.rows) / seconds if seconds > 0 else 0.0
+    short = sum(s["short"] for s in outcome.searches)
+    shortfall = f", {short} of {len(outcome.searches)} searches short of their count" if short else ""
     return (f"crawl: kept {len(outcome.rows)} images ({per_class or 'none'}), "
-            f"{duplicates} duplicates, {sum(reasons.values())} failed ({failed or 'none'}) "
+            f"{duplicates} duplicates, {sum(reasons.values())} failed ({failed or 'none'}){shortfall} "
             f"in {seconds:.1f}s ({rate:.0f} images/s)")
+
+
+def short_search_warnings(outcome) -> list[str]:
+    """One line per search that found fewer results than its ``count`` asked for."""
+    lines = []
+    for search in outcome.searches:
+        if search["requested"] is None or search["found"] >= search["requested"]:
+            continue
+        why = f" ({search['stopped']})" if search["stopped"] else ""
+        lines.append(f"kiln: warning: crawl: term {search['term']!r} (class {search['class']}): "
+                     f"found {search['found']} of {search['requested']} requested on "
+                     f"{search['engine']}{why}")
+    return lines
 
 
 def main(argv=None) -> None:
@@ -203,6 +223,8 @@ def main(argv=None) -> None:
     finally:
         journal.close()
     shutil.rmtree(workdir, ignore_errors=True)   # data/raw is whole: nothing left to resume
+    for line in short_search_warnings(outcome):
+        print(line, file=sys.stderr)
     print(summary(outcome, time.monotonic() - started))
 
 

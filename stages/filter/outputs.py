@@ -4,7 +4,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path, PurePosixPath
 
-import torch
 from tqdm import tqdm
 
 from stages.common.io import atomic_dir, write_jsonl
@@ -12,6 +11,7 @@ from stages.common.schema import to_dict
 from stages.filter.contact import contact_sheet, save_sheet
 from stages.filter.ensemble import ALL_CLASSES, FilterRun
 from stages.filter.quality import ImageStats
+from stages.shared.checkpoint import write_torch
 
 
 # --- outputs ---------------------------------------------------------------------
@@ -54,8 +54,9 @@ def save_models(models: Path, runs: list[FilterRun]) -> None:
     with atomic_dir(models) as tmp:
         for run in runs:
             members = run.states[ALL_CLASSES] if ALL_CLASSES in run.states else run.states   # per class: by class
-            torch.save({"members": members, "per_class": bool(run.cfg.per_class), "seeds": run.seeds, "config": to_dict(run.cfg),
-                        "classes": ["reject", "keep"], "epoch": run.cfg.net.epochs}, tmp / f"{run.name}.pt")
+            write_torch(tmp / f"{run.name}.pt", {
+                "members": members, "per_class": bool(run.cfg.per_class), "seeds": run.seeds,
+                "config": to_dict(run.cfg), "classes": ["reject", "keep"], "epoch": run.cfg.net.epochs})
 
 
 def save_sheets(folder: Path, rejected: list[dict], per_sheet: int) -> list[str]:

@@ -9,9 +9,17 @@ import torch
 from stages.common.io import atomic_path
 
 
+def write_torch(path: str | Path, payload: Any) -> None:
+    """torch.save through an open file: the zip archive inside is then always named ``archive``.
+    Saved to a path, torch names it after the file, and an atomic write's random temp name
+    made identical work give different bytes (and DVC rerun everything downstream)."""
+    with open(path, "wb") as fh:
+        torch.save(payload, fh)
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        write_torch(tmp, payload)
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Iterator
 import torch
 
 from stages.common.io import atomic_path
+from stages.shared.checkpoint import write_torch
 
 
 @dataclass
@@ -66,7 +67,7 @@ def save_shard(path: str | Path, shard: Shard) -> None:
                "factors": shard.factors, "factor_names": list(shard.factor_names),
                "classes": list(shard.classes), "sha256": list(shard.sha256), "paths": list(shard.paths)}
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        write_torch(tmp, payload)
 
 
 def load_shard(path: str | Path) -> Shard:

@@ -34,7 +34,67 @@ return Array.from(document.querySelectorAll(selector),
   e => attribute === '#text' ? e.textContent : e.getAttribute(attribute));
 """
 COUNT_JS = "return document.querySelectorAll(arguments[0]).length;"
-SCROLL_JS = "window.scrollTo(0, document.body.scrollHeight);"
+# One scroll round. ``window.scrollTo`` alone does nothing when the results fit the window
+# (thumbnails off collapse them; a first page can be short), so no scroll event fires and
+# an intersection sentinel never changes state: the crawl stopped at the first page. So:
+#  1. a spacer below everything makes the document scrollable; scroll to its very bottom
+#     (an "end of results" sentinel leaves the viewport);
+#  2. a frame later, bring the last result into view (the sentinel after it comes back: an
+#     IntersectionObserver fires; a results pane with its own scrollbar scrolls too);
+#  3. a frame later, remove the spacer and scroll to the bottom again, where the old code
+#     left the page (for handlers that check the position later, debounced).
+# Each step also dispatches a scroll event at the document (it bubbles to window) and at
+# every scroll pane holding the last result, so a handler runs even when nothing could
+# move. Frames are awaited with requestAnimationFrame (a timer if frames are throttled).
+SCROLL_JS = """
+const [selector, padId, done] = arguments;
+const results = document.querySelectorAll(selector);
+const last = results.length ? results[results.length - 1] : null;
+const root = document.scrollingElement || document.documentElement;
+const panes = [];
+for (let e = last && last.parentElement; e && e !== document.body && e !== document.documentElement;
+     e = e.parentElement) {
+  if (['auto', 'scroll', 'overlay'].includes(getComputedStyle(e).overflowY)) panes.push(e);
+}
+function fire() {
+  document.dispatchEvent(new Event('scroll', {bubbles: true}));
+  for (const pane of panes) pane.dispatchEvent(new Event('scroll'));
+}
+function toBottom() {
+  root.scrollTop = root.scrollHeight;
+  window.scrollTo(0, root.scrollHeight);
+  for (const pane of panes) pane.scrollTop = pane.scrollHeight;
+  fire();
+}
+function afterFrame(step) {
+  let ran = false;
+  const go = () => { if (!ran) { ran = true; step(); } };
+  requestAnimationFrame(() => requestAnimationFrame(go));
+  setTimeout(go, 100);
+}
+let pad = document.getElementById(padId);
+if (!pad && document.body) {
+  pad = document.createElement('div');
+  pad.id = padId;
+  pad.setAttribute('aria-hidden', 'true');
+}
+if (pad) {
+  pad.style.cssText = 'display:block;width:1px;visibility:hidden;pointer-events:none;height:'
+    + (2 * window.innerHeight + 1000) + 'px';
+  document.body.appendChild(pad);
+}
+toBottom();
+afterFrame(() => {
+  if (last && last.isConnected) last.scrollIntoView({block: 'center'});
+  fire();
+  afterFrame(() => {
+    if (pad) pad.remove();
+    toBottom();
+    afterFrame(() => done(true));
+  });
+});
+"""
+SCROLL_PAD_ID = "kiln-scroll-pad"
 
 
 @dataclass(frozen=True)
@@ -42,6 +102,13 @@ class Collected:
     page_url: str
     urls: list[str]       # full-size image URLs, page order, unique, at most count
     missing: int          # results with no readable full-size URL
+    stopped: str = ""     # why the search stopped (STOP_*)
+
+
+STOP_COUNT = "count reached"
+STOP_END = "the engine showed its end of results"
+STOP_STALE = "no new results"      # completed with the patience in scrolls or pages
+STOP_LIMIT = "max_scrolls reached"
 
 
 def find_chromium() -> tuple[str, str]:
@@ -167,17 +234,32 @@ def _wait_for_more(driver, engine: EngineDef, before: int, wait_s: float) -> boo
     return False
 
 
-def _scroll_results(driver, engine: EngineDef, count: int, crawl) -> None:
+def _scroll(driver, engine: EngineDef) -> None:
+    """One scroll round (SCROLL_JS); a page that blocks it is still read as it stands."""
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        driver.execute_async_script(SCROLL_JS, engine.result, SCROLL_PAD_ID)
+    except WebDriverException:
+        driver.execute_script("window.scrollTo(0, document.body.scrollHeight);")
+
+
+def _scroll_results(driver, engine: EngineDef, count: int, crawl) -> str:
     """Scroll (or press "more") until ``count`` results, an end marker, or patience runs out."""
     stale = 0
     for _ in range(crawl.max_scrolls):
         found = driver.execute_script(COUNT_JS, engine.result)
-        if found >= count or stale >= crawl.scroll_patience or _ended(driver, engine):
-            return
-        driver.execute_script(SCROLL_JS)
+        if found >= count:
+            return STOP_COUNT
+        if _ended(driver, engine):
+            return STOP_END
+        if stale >= crawl.scroll_patience:
+            return f"{STOP_STALE} after {stale} scrolls"
+        _scroll(driver, engine)
         if engine.more_selector:
             _click_first_visible(driver, engine.more_selector)
         stale = 0 if _wait_for_more(driver, engine, found, crawl.scroll_wait_s) else stale + 1
+    return STOP_LIMIT
 
 
 def collect(driver, engine: EngineDef, term: str, count: int, crawl, origin: str = "") -> Collected:
@@ -187,11 +269,14 @@ def collect(driver, engine: EngineDef, term: str, count: int, crawl, origin: str
     if engine.consent:
         _click_first_visible(driver, engine.consent)
     if engine.more != "pages":
-        _scroll_results(driver, engine, count, crawl)
+        stopped = _scroll_results(driver, engine, count, crawl)
         urls, missing = _read_urls(driver, engine)
-        return Collected(first_page, urls[:count], missing)
+        if len(urls) >= count:
+            stopped = STOP_COUNT
+        return Collected(first_page, urls[:count], missing, stopped)
     urls: dict[str, None] = {}
     missing = 0
+    stopped = STOP_LIMIT
     for page in range(crawl.max_scrolls):
         if page:
             driver.get(page_url(engine, term, page, origin))
@@ -199,6 +284,13 @@ def collect(driver, engine: EngineDef, term: str, count: int, crawl, origin: str
         new = [u for u in found if u not in urls]
         urls.update(dict.fromkeys(new))
         missing += lacking
-        if not new or len(urls) >= count or _ended(driver, engine):
-            break
-    return Collected(first_page, list(urls)[:count], missing)
+        if len(urls) >= count:
+            stopped = STOP_COUNT
+        elif not new:
+            stopped = f"{STOP_STALE} on page {page + 1}"
+        elif _ended(driver, engine):
+            stopped = STOP_END
+        else:
+            continue
+        break
+    return Collected(first_page, list(urls)[:count], missing, stopped)

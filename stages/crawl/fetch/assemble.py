@@ -1,4 +1,5 @@
-"""Turn a finished journal into data/raw: images by class, manifest.jsonl, failures.jsonl.
+"""Turn a finished journal into data/raw: images by class, manifest.jsonl, failures.jsonl,
+summary.json (per search: found of requested, kept, failed).
 
 Searches are walked in params order and results in page order, so which copy of a
 duplicate is kept does not depend on download timing. The directory is built beside
@@ -13,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from stages.common.io import atomic_dir, write_jsonl
+from stages.common.io import atomic_dir, write_json, write_jsonl
 from stages.crawl.fetch.journal import Journal
+
+SUMMARY = "summary.json"   # per search: requested (count), found (results), kept, failures
 
 
 @dataclass
@@ -22,6 +25,7 @@ class Outcome:
     rows: list[dict] = field(default_factory=list)       # dataset manifest rows
     failures: list[dict] = field(default_factory=list)   # one reason each
     blobs: list[tuple[Path, str]] = field(default_factory=list)  # (blob, path inside out dir)
+    searches: list[dict] = field(default_factory=list)   # per search: requested, found, kept, ...
 
     def reasons(self) -> Counter:
         """Failures per kind: the reason up to its first ':' ("http 404", "too large", ...)."""
@@ -46,18 +50,28 @@ def collect_outcome(journal: Journal, searches: list[tuple[str, str]], engine: s
             outcome.failures.append({**where, "source_url": None, "reason": search["error"]})
         outcome.failures.extend({**where, "source_url": None, "reason": "result without a full-size URL"}
                                 for _ in range(search.get("missing", 0)))
+        kept = duplicates = failed = 0
         for key in search["urls"]:
             item = journal.items[key]
             base = {**where, "source_url": expand(key)}
             if not item["ok"]:
                 outcome.failures.append({**base, "reason": item["reason"]})
+                failed += 1
             elif item["sha256"] in kept_at:
                 outcome.failures.append({**base, "reason": f"duplicate of {kept_at[item['sha256']]}"})
+                duplicates += 1
             else:
                 name = f"{cls}/{item['sha256']}.{item['ext']}"
                 kept_at[item["sha256"]] = (out_dir / name).as_posix()
                 outcome.blobs.append((journal.blob_path(item["sha256"], item["ext"]), name))
                 outcome.rows.append(_manifest_row(item, base, kept_at[item["sha256"]], expand))
+                kept += 1
+        outcome.searches.append({
+            **where, "requested": search.get("requested"), "found": len(search["urls"]),
+            "short": search.get("requested") is not None and len(search["urls"]) < search["requested"],
+            "stopped": search.get("stopped") or "", "error": search.get("error"),
+            "without_full_url": search.get("missing", 0), "kept": kept,
+            "duplicates": duplicates, "failed_downloads": failed})
     return outcome
 
 
@@ -82,3 +96,6 @@ def write_raw(outcome: Outcome, out_dir: Path, classes: list[str]) -> None:
                 shutil.copyfile(blob, target)
         write_jsonl(tmp / "manifest.jsonl", outcome.rows)
         write_jsonl(tmp / "failures.jsonl", outcome.failures)
+        write_json(tmp / SUMMARY, {"searches": outcome.searches,
+                                   "short": sum(s["short"] for s in outcome.searches),
+                                   "kept": len(outcome.rows)})
