@@ -1,10 +1,10 @@
 """Crawl throughput on loopback: images kept per second, browser start included.
 
-    python bench/crawl_throughput.py [--demo data/demo] [--per-class 1000] [--runs 1]
+    python bench/crawl_throughput.py [--demo DIR] [--per-class 1000] [--runs 1]
 
-Uses data/demo when it exists (--demo), else builds a corpus of the demo's size and
-format in a temp dir (per class: pots as 64 px PNGs with a kiln.fields chunk, 10%
-distractor JPEGs, 6% junk). Runs ``python -m stages.crawl`` as a subprocess with the
+Serves --demo DIR (a corpus ``python -m stages.demo --out DIR`` wrote) when given, else
+builds a corpus of the demo's size and format in a temp dir (per class: pots as 64 px PNGs
+with a kiln.fields chunk, 10% distractor JPEGs, 6% junk). Runs ``python -m stages.crawl`` as a subprocess with the
 crawl section of params.yaml, twice: as configured (the local site misbehaving) and
 with every misbehaviour off. The clock covers the whole process: Python start,
 Chromium start, searches, downloads, checks and writing data/raw.
@@ -80,7 +80,7 @@ def run_crawl(tmp: Path, demo: Path, params: dict, label: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--demo", type=Path, default=REPO / "data" / "demo")
+    parser.add_argument("--demo", type=Path, default=None, help="a rendered corpus (default: build one)")
     parser.add_argument("--per-class", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
@@ -88,7 +88,7 @@ def main() -> None:
     base, crawl = params["base"], {**params["crawl"], "engine": "local"}
     with tempfile.TemporaryDirectory(prefix="kiln-bench-") as tmp_name:
         tmp, demo = Path(tmp_name), args.demo
-        if not (demo / "index.jsonl").is_file():
+        if demo is None or not (demo / "index.jsonl").is_file():
             demo = tmp / "demo"
             items = build_corpus(demo, base["classes"], args.per_class)
             print(f"corpus: built {items} items ({args.per_class} pots per class) in {demo}")

@@ -2,8 +2,8 @@
 
     PYTHONPATH=. python bench/demo_render.py [--per-class 1000] [--size 64] [--workers 1 2]
 
-Renders exactly what the demo stage renders for the default params (pots, distractors,
-junk for bowl and vase) in memory, without writing files, and reports wall time,
+Renders exactly what the crawl renders for the local engine with the default params (pots,
+distractors, junk for bowl and vase) in memory, without writing files, and reports wall time,
 this process's plus its workers' CPU time, and images per second. CPU time is the
 stable figure on a shared machine; wall time depends on what else is running.
 """

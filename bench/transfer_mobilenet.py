@@ -2,10 +2,10 @@
 
     PYTHONPATH=. python bench/transfer_mobilenet.py [--threads 2] [--input-size 64] [--epochs 6]
 
-Splits ``data/demo/pots.jsonl`` (the demo stage's output) with the repo's params into a
-scratch directory, then trains ``arch: mobilenet_v2, weights: IMAGENET1K_V1`` with the
-classifier's own ``fit`` (phase 1: head on the frozen trunk; phase 2: the last K blocks
-at lr x 0.1) and measures test accuracy after every epoch. Prints, per epoch, the
+Splits the demo corpus's pots (``--demo DIR/pots.jsonl``; by default ``python -m stages.demo``
+renders them into the scratch directory) with the repo's params, then trains
+``arch: mobilenet_v2, weights: IMAGENET1K_V1`` with the classifier's own ``fit`` (phase 1:
+head on the frozen trunk; phase 2: the last K blocks at lr x 0.1) and measures test accuracy after every epoch. Prints, per epoch, the
 training wall and CPU seconds so far (evaluation not counted) and the test accuracy,
 then the time at which the target was first reached.
 
@@ -31,9 +31,14 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def make_split(demo: Path, out: Path, image_size: int) -> None:
+def make_split(demo: Path | None, out: Path, image_size: int) -> None:
+    import stages.demo.__main__ as render
     import stages.split.__main__ as split
 
+    if demo is None:   # no stage writes the corpus to disk any more: render it here
+        demo = out / "demo"
+        if not (demo / "pots.jsonl").is_file():
+            render.main(["--out", str(demo)])
     data = yaml.safe_load(Path("params.yaml").read_text())
     data["base"]["image_size"] = image_size
     params = out / "params.yaml"
@@ -55,7 +60,7 @@ def ensure_weights() -> None:
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--demo", type=Path, default=Path("data/demo"))
+    parser.add_argument("--demo", type=Path, default=None, help="a rendered corpus (default: render one)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "kiln-bench-transfer")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=64, help="shard resolution (base.image_size)")

@@ -1,4 +1,5 @@
-"""The demo corpus renderer: determinism, separability, junk that is what it claims, the stage CLI."""
+"""The demo corpus renderer: determinism, separability, junk that is what it claims, truth inside
+every file, the ``python -m stages.demo`` tool (the crawl renders the corpus itself; no DVC stage)."""
 from __future__ import annotations
 
 import io
@@ -18,7 +19,7 @@ from stages.demo.corpus import plan_items, render_item
 from stages.demo.junk import JUNK_TYPES, ODD_ASPECT, TINY
 from stages.demo.render import FACTOR_NAMES, render_pot
 from stages.common.io import sha256_bytes
-from stages.shared.pngmeta import read_fields_chunk
+from stages.shared.pngmeta import read_fields_chunk, read_truth_chunk
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -83,6 +84,7 @@ def test_pot_fields_and_factors(small_corpus):
         types = np.array(r.fields).reshape(23, 3)[:, 0]
         assert set(types) <= {0.0, 1.0}
         assert read_fields_chunk(r.data) == r.fields
+        assert read_truth_chunk(r.data) == {"kind": "pot", "junk": None, "factors": r.factors}
         assert list(r.factors) == list(FACTOR_NAMES)
         assert all(isinstance(v, float) for v in r.factors.values())
         assert decode(r.data).size == (SIZE, SIZE)
@@ -146,6 +148,10 @@ def test_every_junk_type_is_what_it_claims(small_corpus):
             decode(get("not_image"))
         assert get("not_image").lstrip().lower().startswith(b"<!doctype html")
         assert junk[(cls, "not_image")].ext == "jpg"
+        # every junk file that decodes says what it is; an exact duplicate is the pot's bytes
+        for kind in set(JUNK_TYPES) - {"truncated", "not_image", "exact_duplicate"}:
+            assert read_truth_chunk(get(kind)) == {"kind": "junk", "junk": kind, "factors": None}, kind
+        assert read_truth_chunk(get("exact_duplicate"))["kind"] == "pot"
 
 
 def pixels_of(data: bytes) -> np.ndarray:
@@ -165,9 +171,11 @@ def test_distractors_are_images_without_fields(small_corpus):
     for r in distractors:
         assert decode(r.data).size == (SIZE, SIZE)
         assert r.fields is None and r.factors is None and read_fields_chunk(r.data) is None
+        assert read_truth_chunk(r.data) == {"kind": "distractor", "junk": None, "factors": None}
 
 
 def run_stage(tmp_path: Path, params: str, *extra: str) -> subprocess.CompletedProcess:
+    """``python -m stages.demo``: a tool now (tests, benches, a look at the corpus), not a stage."""
     (tmp_path / "params.yaml").write_text(params)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.run([sys.executable, "-m", "stages.demo", "--out", "data/demo", *extra],

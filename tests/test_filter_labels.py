@@ -5,50 +5,43 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.filter.labels import (Example, gather_examples, holdout_mask, join_truth)
+from stages.filter.labels import Example, gather_examples, holdout_mask
 from stages.filter.config import DemoLabels, FilterLabels
 from stages.common.errors import StageError
 
-NO_DEMO = DemoLabels(keep=[], reject=[])   # no demo ground truth (required: the shipped filters' differ)
+NO_DEMO = DemoLabels(keep=[], reject=[])   # no labels from ground truth (required: the shipped filters' differ)
 
 
-def rows_and_truth():
-    rows = [{"path": f"raw/{k}.png", "sha256": f"s{k}", "class": "bowl", "term": t}
-            for k, t in enumerate(["bowl", "bowl", "plate", "bowl"])]
-    truth = [{"sha256": "s0", "kind": "pot", "junk": None}, {"sha256": "s1", "kind": "distractor", "junk": None},
-             {"sha256": "s2", "kind": "junk", "junk": "blurry"}]
-    return rows, truth
-
-
-def test_join_truth_hands_duplicate_bytes_out_in_order():
-    rows = [{"sha256": "a"}, {"sha256": "a"}, {"sha256": "b"}, {"sha256": "zz"}]
-    truth = [{"sha256": "a", "kind": "junk", "junk": "exact_duplicate"}, {"sha256": "a", "kind": "pot"},
-             {"sha256": "b", "kind": "pot"}]
-    joined = join_truth(rows, truth)
-    assert [j and j["kind"] for j in joined] == ["pot", "junk", "pot", None]
-
-
-def test_join_truth_falls_back_to_the_served_file_name():
-    rows = [{"sha256": "reencoded", "source_url": "http://127.0.0.1:8123/files/vase-junk-00009.png?x=1"},
-            {"sha256": "other", "source_url": "http://127.0.0.1:8123/files/unknown.png"}]
-    truth = [{"sha256": "original", "kind": "junk", "junk": "grayscale", "file": "data/demo/files/vase-junk-00009.png"}]
-    assert join_truth(rows, truth) == [truth[0], None]
+def rows_with_truth():
+    """Crawl rows as the crawl writes them for the demo: each carries the truth its file embedded."""
+    truths = [{"kind": "pot", "junk": None}, {"kind": "distractor", "junk": None},
+              {"kind": "junk", "junk": "blurry"}, None]
+    return [{"path": f"raw/{k}.png", "sha256": f"s{k}", "class": "bowl", "term": t, "truth": truth}
+            for k, (t, truth) in enumerate(zip(["bowl", "bowl", "plate", "bowl"], truths))]
 
 
 def test_weak_labels_from_terms():
-    rows, _ = rows_and_truth()
-    examples = gather_examples(rows, None, FilterLabels(weak=True, negative_terms=["plate"], demo=NO_DEMO))
+    rows = rows_with_truth()
+    examples = gather_examples(rows, FilterLabels(weak=True, negative_terms=["plate"], demo=NO_DEMO))
     assert [(e.row, e.keep, e.source) for e in examples] == [(0, 1, "weak"), (1, 1, "weak"), (2, 0, "weak"),
                                                              (3, 1, "weak")]
 
 
-def test_demo_labels_override_weak_and_map_junk_types():
-    rows, truth = rows_and_truth()
+def test_demo_labels_come_from_row_truth_override_weak_and_map_junk_types():
+    rows = rows_with_truth()
     labels = FilterLabels(weak=True, negative_terms=["plate"],
                           demo=DemoLabels(keep=["pot", "distractor"], reject=["blurry"]))
-    examples = gather_examples(rows, join_truth(rows, truth), labels)
+    examples = gather_examples(rows, labels)
     assert [(e.row, e.keep, e.source) for e in examples] == [(0, 1, "demo"), (1, 1, "demo"), (2, 0, "demo"),
-                                                             (3, 1, "weak")]
+                                                             (3, 1, "weak")]   # row 3 carries no truth
+
+
+def test_rows_without_truth_get_no_demo_labels():
+    rows = [{**row, "truth": None} for row in rows_with_truth()]
+    labels = FilterLabels(demo=DemoLabels(keep=["pot"], reject=["distractor", "blurry"]))
+    assert gather_examples(rows, labels) == []
+    del rows[0]["truth"]   # a manifest from elsewhere may not have the key at all
+    assert gather_examples(rows, labels) == []
 
 
 def test_folder_labels_win_and_link_to_crawled_rows(tmp_path):
@@ -58,13 +51,13 @@ def test_folder_labels_win_and_link_to_crawled_rows(tmp_path):
     (tmp_path / "labels" / "keep" / "notes.txt").write_text("ignored")
     crawled = hashlib.sha256((tmp_path / "labels/reject/a.png").read_bytes()).hexdigest()
     rows = [{"path": "raw/x.png", "sha256": crawled, "class": "bowl", "term": "bowl"}]
-    examples = gather_examples(rows, None, FilterLabels(folder=str(tmp_path / "labels"), weak=True, demo=NO_DEMO))
+    examples = gather_examples(rows, FilterLabels(folder=str(tmp_path / "labels"), weak=True, demo=NO_DEMO))
     assert [(e.row, e.keep, e.source) for e in examples] == [(0, 0, "folder"), (None, 1, "folder")]
 
 
 def test_folder_without_subfolders_is_an_error(tmp_path):
     with pytest.raises(StageError, match="keep/ and reject/"):
-        gather_examples([], None, FilterLabels(folder=str(tmp_path), demo=NO_DEMO))
+        gather_examples([], FilterLabels(folder=str(tmp_path), demo=NO_DEMO))
 
 
 def test_holdout_is_stratified_and_seeded():

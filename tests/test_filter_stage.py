@@ -51,8 +51,9 @@ def encode(img: Image.Image, fmt="PNG", **kw) -> bytes:
     return buf.getvalue()
 
 
-def build_corpus(root: Path) -> None:
-    """data/raw (as crawl writes it) and data/demo/index.jsonl (ground truth)."""
+def build_corpus(root: Path, with_truth: bool = True) -> None:
+    """data/raw as the crawl writes it; with_truth: each row carries the ground truth its file
+    embedded, as the demo's images do (and pots their factors)."""
     rng = np.random.default_rng(0)
     items = []   # (class, kind, junk, bytes, ext)
     for cls in ("bowl", "vase"):
@@ -70,21 +71,17 @@ def build_corpus(root: Path) -> None:
             (cls, "junk", "blank", encode(Image.new("RGB", (48, 48), tuple(rng.integers(0, 255, 3).tolist()))), "png"),
             (cls, "junk", "truncated", encode(pot(rng))[:300], "png"),
         ]
-    raw, truth, files = root / "data/raw", [], root / "data/demo/files"
-    files.mkdir(parents=True)
-    manifest = []
+    raw, manifest = root / "data/raw", []
     for k, (cls, kind, junk, data, ext) in enumerate(items):
         sha = hashlib.sha256(data).hexdigest()
-        (files / f"{k}.{ext}").write_bytes(data)
-        truth.append({"id": str(k), "file": f"data/demo/files/{k}.{ext}", "sha256": sha, "kind": kind,
-                      "class": cls, "junk": junk, "factors": {"height": k / len(items)} if kind == "pot" else None})
         path = raw / cls / f"{sha}.{ext}"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+        truth = {"kind": kind, "junk": junk} if with_truth else None
+        factors = {"height": k / len(items)} if with_truth and kind == "pot" else None
         manifest.append({"path": path.relative_to(root).as_posix(), "sha256": sha, "class": cls,
-                         "fields": None, "factors": None, "term": cls, "engine": "local"})
+                         "fields": None, "factors": factors, "truth": truth, "term": cls, "engine": "local"})
     (raw / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in manifest))
-    (root / "data/demo/index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in truth))
 
 
 def write_params(root: Path, filter_section: dict) -> None:
@@ -93,7 +90,7 @@ def write_params(root: Path, filter_section: dict) -> None:
                                                        "filter": filter_section}))
 
 
-ARGS = ["--input", "data/raw/manifest.jsonl", "--truth", "data/demo/index.jsonl", "--out", "data/filtered",
+ARGS = ["--input", "data/raw/manifest.jsonl", "--out", "data/filtered",
         "--models", "models/filter", "--metrics", "metrics/filter.json", "--sheets", "metrics/filter"]
 
 
@@ -110,7 +107,8 @@ def test_stage_on_tiny_raw_folder(tmp_path, monkeypatch):
     main(ARGS)
     assert snapshot(tmp_path / "data/raw") == raw_before            # raw is never touched
 
-    truth = {r["sha256"]: r for r in map(json.loads, open("data/demo/index.jsonl"))}
+    raw = {r["sha256"]: r for r in map(json.loads, open("data/raw/manifest.jsonl"))}
+    truth = {sha: row["truth"] for sha, row in raw.items()}
     rejected = [json.loads(line) for line in open("data/filtered/rejected.jsonl")]
     kept = [json.loads(line) for line in open("data/filtered/manifest.jsonl")]
     assert len(kept) + len(rejected) == len(truth)
@@ -127,14 +125,17 @@ def test_stage_on_tiny_raw_folder(tmp_path, monkeypatch):
         assert Path(row["path"]).is_file() and row["path"].startswith(f"data/filtered/{row['class']}/")
         assert len(row["phash"]) == 16 and row["raw_path"].startswith("data/raw/")
         assert hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest() == row["sha256"]
-    # the demo's ground-truth factors (crawl cannot know them) reach the kept pots, for MIG
+    # the rows' ground truth and factors (the demo embeds them, the crawl reads them) pass
+    # through to the kept pots: split carries the factors on, for MIG
     kept_pots = [r for r in kept if truth[r["sha256"]]["kind"] == "pot"]
-    assert kept_pots and all(r["factors"] == truth[r["sha256"]]["factors"] for r in kept_pots)
+    assert kept_pots and all(r["factors"] and r["factors"] == raw[r["sha256"]]["factors"] for r in kept_pots)
+    assert all(r["truth"] == truth[r["sha256"]] for r in kept + rejected)
     # the kept rows carry what split needs to group without decoding
     assert len(group_near_duplicates(kept, 4)) == len(kept)
 
     checkpoint = torch.load("models/filter/object.pt", weights_only=True)
     assert len(checkpoint["members"]) == 2 and checkpoint["config"]["vote"] == "all"
+    assert json.load(open("models/filter/cascade.json")) == {"ran": ["object"], "skipped": {}}
     metrics = json.load(open("metrics/filter.json"))
     assert metrics["counts"]["input"] == len(truth)
     assert metrics["demo"]["all"]["junk_recall"] == 1.0
@@ -199,6 +200,20 @@ def test_no_reject_labels_exits_1(tmp_path, monkeypatch, capsys):
     assert not Path("data/filtered").exists()
 
 
+def test_empty_cascade_says_so_in_one_line_and_leaves_a_cascade_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    build_corpus(tmp_path)
+    write_params(tmp_path, {**TINY_FILTER, "cascade": []})
+    main(ARGS)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == "filter: no cascade; quality checks only"
+    assert len(out) == 2 and "ensembles" not in out[1] and "img/s" in out[1]   # the quality speed only
+    assert json.load(open("models/filter/cascade.json")) == {"ran": [], "skipped": {}}
+    assert [p.name for p in Path("models/filter").iterdir()] == ["cascade.json"]
+    metrics = json.load(open("metrics/filter.json"))
+    assert metrics["filters"] == {} and not any(r.startswith("filter:") for r in metrics["counts"]["by_reason"])
+
+
 def test_two_filter_cascade_trains_and_reports_both(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     build_corpus(tmp_path)
@@ -212,7 +227,7 @@ def test_two_filter_cascade_trains_and_reports_both(tmp_path, monkeypatch):
     metrics = json.load(open("metrics/filter.json"))
     assert set(metrics["filters"]) == {"object", "usable"}
     assert metrics["filters"]["usable"]["heldout"]["n"] > 0
-    assert {p.name for p in Path("models/filter").iterdir()} == {"object.pt", "usable.pt"}
+    assert {p.name for p in Path("models/filter").iterdir()} == {"object.pt", "usable.pt", "cascade.json"}
     # 'usable' only scores images 'object' kept: none of its rejections carries an object rejection
     for row in map(json.loads, open("data/filtered/rejected.jsonl")):
         assert not {"filter:object", "filter:usable"} <= set(row["reasons"])

@@ -93,3 +93,69 @@ def test_near_duplicates_share_a_split(tmp_path, repo_params, dataset):
         assert placed[original["path"]]["group"] == placed[copy["path"]]["group"]
         assert placed[original["path"]]["split"] == placed[copy["path"]]["split"]
     assert json.loads((out / "summary.json").read_text())["merged_into_groups"] >= len(copies)
+
+
+# --- given splits (a folder source with train/ val/ test/ trees) and the image store ------
+def _with_given_splits(dataset, assign):
+    """Rewrite the manifest with a ``split`` key per row from ``assign(i, row)``."""
+    rows = [json.loads(line) for line in dataset.read_text().splitlines()]
+    dataset.write_text("".join(json.dumps({**r, "split": assign(i, r)}) + "\n" for i, r in enumerate(rows)))
+    return rows
+
+
+def _splits(out):
+    return {row["path"]: row["split"] for row in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
+
+
+def test_given_splits_are_kept_and_test_is_carved_from_train(tmp_path, repo_params, dataset):
+    rows = _with_given_splits(dataset, lambda i, r: "val" if i % 4 == 0 else "train")
+    out = run_split(tmp_path, repo_params, dataset, near_duplicates=-1)
+    placed = _splits(out)
+    assert all(placed[r["path"]] == "val" for i, r in enumerate(rows) if i % 4 == 0)   # honoured
+    carved = [placed[r["path"]] for i, r in enumerate(rows) if i % 4]
+    assert set(carved) == {"train", "test"}       # no test/ tree: test comes out of train only
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["splits_from"] == "given: train, val"
+    # test takes its share of train's rows: 0.15 / (0.7 + 0.15) of 30 per class, about 5
+    assert summary["counts"]["val"] == {"bowl": 10, "vase": 10}
+    assert 4 <= summary["counts"]["test"]["bowl"] <= 6
+
+
+def test_a_copy_of_a_val_image_never_trains(tmp_path, repo_params, dataset):
+    rows = [json.loads(line) for line in dataset.read_text().splitlines()]
+    rows[1]["sha256"] = rows[0]["sha256"]   # row 1 is a byte copy of row 0
+    dataset.write_text("".join(json.dumps({**r, "split": "val" if i == 0 else "train"}) + "\n"
+                               for i, r in enumerate(rows)))
+    out = run_split(tmp_path, repo_params, dataset, near_duplicates=-1)
+    placed = _splits(out)
+    assert placed[rows[0]["path"]] == "val" and placed[rows[1]["path"]] is None
+    assert json.loads((out / "summary.json").read_text())["dropped_cross_split_copies"] == 1
+    assert rows[1]["path"] not in load_shard(out / "train.pt").paths
+
+
+def test_a_split_name_the_stage_does_not_know_stops_it(tmp_path, repo_params, dataset):
+    _with_given_splits(dataset, lambda i, r: "holdout" if i == 3 else "train")
+    with pytest.raises(split.StageError, match="split 'holdout'"):
+        run_split(tmp_path, repo_params, dataset)
+
+
+def test_small_val_and_test_splits_are_warned_about(tmp_path, repo_params, dataset, capsys):
+    run_split(tmp_path, repo_params, dataset, near_duplicates=-1)
+    err = capsys.readouterr().err
+    # 40 per class at 0.15: 6 val and 6 test images per class, far below 50
+    assert "kiln: warning: split: val has 6 images of class 'bowl'" in err
+    assert "test has 6 images of class 'vase'" in err
+
+
+def test_the_store_holds_every_split_full_size_and_byte_identically(tmp_path, repo_params, dataset):
+    from stages.shared.store import load_batches, open_store
+    out = run_split(tmp_path, repo_params, dataset, near_duplicates=-1)
+    for name in ("train", "val", "test"):
+        store, shard = open_store(out / "full", name), load_shard(out / f"{name}.pt")
+        assert store.paths == shard.paths and store.labels == shard.labels.tolist()
+    images, labels = next(load_batches(open_store(out / "full", "val"), image_size=48, batch_size=4, train=False))
+    assert images.shape == (4, 3, 48, 48) and images.dtype.is_floating_point is False
+    first = {p.name: p.read_bytes() for p in (out / "full").iterdir()}
+    shutil.rmtree(out)
+    again = run_split(tmp_path, repo_params, dataset, near_duplicates=-1)
+    assert {p.name: p.read_bytes() for p in (again / "full").iterdir()} == first

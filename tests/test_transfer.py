@@ -144,7 +144,8 @@ def one_step(net, groups):
 def test_freezing_really_freezes():
     torch.manual_seed(0)
     net = TransferNet("resnet18", 2, HeadConfig(size=8), input_size=32)
-    cfg = PhasesConfig(head_epochs=1, unfreeze="last", blocks=1)
+    cfg = PhasesConfig(probe_epochs=0, head_epochs=1, unfreeze="last", blocks=1, lr_factor=0.1,
+                       trunk_lr_factor=0.5, bn="train")
     groups, phase = enter_phase(net, cfg, 0, 1e-2)
     assert phase.name == "head" and [g["name"] for g in groups] == ["head"]
     trunk, head = snapshot(net.backbone), snapshot(net.head)
@@ -156,6 +157,7 @@ def test_freezing_really_freezes():
 
     groups, phase = enter_phase(net, cfg, 1, 1e-2)   # phase 2: the last block (layer4) only
     assert phase.name == "finetune" and groups[0]["lr"] == pytest.approx(1e-3)
+    assert groups[1]["name"] == "trunk" and groups[1]["lr"] == pytest.approx(5e-4)   # trunk: head's x 0.5
     before = snapshot(net.backbone)
     one_step(net, groups)
     after = net.backbone.state_dict()
@@ -193,6 +195,24 @@ def bars(n: int, seed: int, classes: list[str], size: int = 32) -> Shard:
         x0 = int(torch.randint(0, size - w + 1, (1,), generator=g))
         images[i, :, y0:y0 + h, x0:x0 + w] = torch.randint(150, 256, (3, 1, 1), generator=g).to(torch.uint8)
     return Shard(images, labels, classes)
+
+
+def bar_store(directory, name: str, n: int, seed: int, classes: list[str], size: int = 40):
+    """An image store (stages/shared/store.py) of ``bars`` pictures saved as PNG files."""
+    from PIL import Image
+
+    from stages.shared.store import write_store
+
+    shard = bars(n, seed, classes, size)
+    files = directory / f"{name}-files"
+    files.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(shard.images):
+        paths.append(str(files / f"{i:04d}.png"))
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(paths[-1])
+    write_store(directory, name, paths, shard.labels.tolist(), classes, [f"{i:064x}" for i in range(n)],
+                size=size, per_chunk=16)
+    return shard
 
 
 def quiet_params(root, repo_params):

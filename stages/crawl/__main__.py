@@ -1,7 +1,9 @@
-"""crawl: python -m stages.crawl --out data/raw [--demo data/demo] [--work .kiln/crawl].
+"""crawl: python -m stages.crawl --out data/raw [--work .kiln/crawl] [--demo DIR].
 
-Searches every ``crawl.queries`` term with headless Chromium on ``crawl.engine``
-(the embedded local site over data/demo by default), downloads the full-size images
+Searches every ``crawl.queries`` term with headless Chromium on ``crawl.engine`` (by
+default the embedded local site over the demo corpus, which the crawl renders into
+--work itself; --demo DIR serves one ``python -m stages.demo`` wrote instead), or
+ingests a folder (``engine: folder``), downloads the full-size images
 safely, and writes data/raw/<class>/<sha256>.<ext>, data/raw/manifest.jsonl,
 data/raw/failures.jsonl and data/raw/summary.json (per search: found of requested; a
 search that found fewer than its count also prints one warning line). Progress is
@@ -25,15 +27,18 @@ from stages.common.errors import StageError, run_stage
 from stages.common.params import Base, read_params
 from stages.common.schema import ParamsError, to_dict
 from stages.crawl.config import Crawl, EngineDef
+from stages.crawl.demo_corpus import corpus_identity, ensure_corpus
 from stages.crawl.engines import FOLDER, LOCAL, resolve_engine, search_url
 from stages.crawl.engines.browser import collect, open_browser
 from stages.crawl.fetch.assemble import collect_outcome, write_raw
 from stages.crawl.fetch.download import Downloader, FetchConfig
 from stages.crawl.fetch.images import Limits
-from stages.crawl.fetch.journal import Journal, work_dir
+from stages.crawl.fetch.journal import Journal, search_key, work_dir
 from stages.crawl.fetch.pipeline import folder_fetcher, run_jobs
 from stages.crawl.fetch.safety import Policy, UnsafeURL, check_url
+from stages.crawl.folder import folder_searches
 from stages.crawl.local_site import LocalSite
+from stages.demo.config import Demo, check_demo_classes
 
 # Knobs that change speed, not which images a crawl finds: a resumed run may differ in them.
 SPEED_KNOBS = ("concurrency", "per_host_concurrency", "per_host_rate", "scroll_wait_s",
@@ -47,31 +52,41 @@ ITEMS_PER_SLOT = 4
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="kiln crawl", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data/raw"))
-    parser.add_argument("--demo", type=Path, default=Path("data/demo"), help="corpus of the local engine")
+    parser.add_argument("--demo", type=Path, default=None,
+                        help="serve this corpus (python -m stages.demo --out DIR) instead of rendering one")
     parser.add_argument("--work", type=Path, default=Path(".kiln/crawl"), help="resume journal root")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser.parse_args(argv)
 
 
-def load_sections(path: Path) -> tuple[Base, Crawl]:
-    """Only what crawl reads (base, crawl), checked as strictly as the whole file."""
+def load_sections(path: Path, render_demo: bool) -> tuple[Base, Crawl, Demo | None]:
+    """What crawl reads (base, crawl; demo when the local engine renders it), checked as
+    strictly as the whole file. Another engine needs nothing of the demo: any classes do."""
     params_file = read_params(path)
     base, crawl = params_file.section("base", Base), params_file.section("crawl", Crawl)
-    for i, query in enumerate(crawl.queries):
+    demo = None
+    if crawl.engine == LOCAL and render_demo:
+        try:   # before the queries: own classes under the default engine get the useful line
+            check_demo_classes(base.classes, "crawl.engine local crawls the demo corpus, which has")
+        except ParamsError as err:
+            err.message += "; for your own classes set crawl.engine (folder, bing, ...)"
+            raise params_file.located(err) from None
+        demo = params_file.section("demo", Demo)
+    for i, query in enumerate(crawl.queries if crawl.engine != FOLDER else []):   # a folder has no terms
         if query.cls not in base.classes:
             raise params_file.located(ParamsError(f"crawl.queries.{i}.class",
                                                   f"{query.cls!r} is not in base.classes ({', '.join(base.classes)})"))
-    return base, crawl
+    return base, crawl, demo
 
 
-def fingerprint(base: Base, crawl: Crawl, engine: EngineDef | None, corpus_index: Path | None) -> str:
-    """What a resumed crawl must share with the killed one."""
+def fingerprint(base: Base, crawl: Crawl, engine: EngineDef | None, corpus: str | None) -> str:
+    """What a resumed crawl must share with the killed one (``corpus``: corpus_identity)."""
     settings = {k: v for k, v in to_dict(crawl).items() if k not in SPEED_KNOBS}
     blob = {"crawl": settings, "classes": base.classes, "seed": base.seed,
             "engine": to_dict(engine) if engine else None}
     digest = hashlib.sha256(json.dumps(blob, sort_keys=True).encode())
-    if corpus_index is not None and corpus_index.exists():
-        digest.update(corpus_index.read_bytes())
+    if corpus is not None:
+        digest.update(corpus.encode())
     return digest.hexdigest()[:16]
 
 
@@ -138,13 +153,12 @@ async def download_all(jobs, crawl: Crawl, policy: Policy, journal: Journal, key
         await downloader.aclose()
 
 
-def crawl_web(journal: Journal, engine: EngineDef, crawl: Crawl, base: Base, demo: Path) -> UrlKeys:
-    """Search, then download; the local engine's site runs for the duration."""
-
+def crawl_web(journal: Journal, engine: EngineDef, crawl: Crawl, base: Base, corpus: Path | None) -> UrlKeys:
+    """Search, then download; the local engine's site (serving ``corpus``) runs for the duration."""
     with contextlib.ExitStack() as stack:
         if crawl.engine == LOCAL:
             terms = {q.term: q.cls for q in crawl.queries}
-            keys = UrlKeys(stack.enter_context(LocalSite(demo, terms, crawl.local, base.seed)))
+            keys = UrlKeys(stack.enter_context(LocalSite(corpus, terms, crawl.local, base.seed)))
             policy = Policy(allow_private=True)
         else:
             keys, policy = UrlKeys(), Policy(trusted_hosts=frozenset(engine.trusted_hosts))
@@ -157,26 +171,24 @@ def crawl_web(journal: Journal, engine: EngineDef, crawl: Crawl, base: Base, dem
     return keys
 
 
-def crawl_folder(journal: Journal, crawl: Crawl, base: Base) -> UrlKeys:
-    """engine: folder -> every file of <folder>/<class>/, validated like a download."""
-    root = Path(crawl.folder)
-    for cls in base.classes:
-        if ("", cls) in journal.searches:
-            continue
-        directory = root / cls
-        if not directory.is_dir():
-            raise StageError(f"crawl.folder: {directory} is not a directory (one per class expected)")
-        files = sorted(p.as_posix() for p in directory.iterdir() if p.is_file())
-        journal.append({"kind": "search", "term": "", "class": cls, "missing": 0, "error": None,
-                        "page_url": directory.as_posix(), "urls": files})
+def crawl_folder(journal: Journal, crawl: Crawl, base: Base) -> list[tuple]:
+    """engine: folder -> every file of <folder>/[<split>/]<class>/, validated like a download;
+    returns the searches' keys in the order their rows are assembled."""
+    records = folder_searches(Path(crawl.folder), base.classes)
+    for record in records:
+        if search_key(record) not in journal.searches:   # a resumed run keeps its first listing
+            journal.append(record)
     jobs = pending_jobs(journal, UrlKeys())
     limits = limits_of(crawl)
     asyncio.run(run_jobs(jobs, folder_fetcher(crawl.max_bytes, limits), journal, limits, crawl.concurrency))
-    return UrlKeys()
+    return [search_key(record) for record in records]
 
 
 def summary(outcome, seconds: float) -> str:
     per_class = ", ".join(f"{c} {n}" for c, n in sorted(Counter(r["class"] for r in outcome.rows).items()))
+    splits = Counter(r["split"] for r in outcome.rows if "split" in r)
+    if splits:   # a folder source with its own train/ val/ test/ trees
+        per_class += "; " + ", ".join(f"{s} {splits[s]}" for s in ("train", "val", "test") if s in splits)
     reasons = outcome.reasons()
     duplicates = reasons.pop("duplicate", 0)
     failed = ", ".join(f"{r} {n}" for r, n in reasons.most_common())
@@ -204,19 +216,17 @@ def short_search_warnings(outcome) -> list[str]:
 def main(argv=None) -> None:
     args = parse_args(argv)
     started = time.monotonic()
-    base, crawl = load_sections(args.params)
+    base, crawl, demo = load_sections(args.params, render_demo=args.demo is None)
     engine = resolve_engine(crawl)
-    index = args.demo / "index.jsonl" if crawl.engine == LOCAL else None
-    if index is not None and not index.is_file():
-        raise StageError(f"{index} not found: the local engine serves the demo corpus (dvc repro demo)")
-    workdir = work_dir(args.work, fingerprint(base, crawl, engine, index))
+    corpus = corpus_identity(args.demo, demo) if crawl.engine == LOCAL else None
+    workdir = work_dir(args.work, fingerprint(base, crawl, engine, corpus))
     journal = Journal(workdir)
     try:
         if crawl.engine == FOLDER:
-            keys = crawl_folder(journal, crawl, base)
-            searches = [("", cls) for cls in base.classes]
+            keys, searches = UrlKeys(), crawl_folder(journal, crawl, base)
         else:
-            keys = crawl_web(journal, engine, crawl, base, args.demo)
+            served = (args.demo or ensure_corpus(workdir, base, demo)) if crawl.engine == LOCAL else None
+            keys = crawl_web(journal, engine, crawl, base, served)
             searches = list(dict.fromkeys((q.term, q.cls) for q in crawl.queries))
         outcome = collect_outcome(journal, searches, crawl.engine, args.out, keys.expand)
         write_raw(outcome, args.out, base.classes)

@@ -1,4 +1,4 @@
-"""The embedded local image-search engine over the demo corpus (data/demo/).
+"""The embedded local image-search engine over a demo corpus (stages/demo's output).
 
 ``LocalSite`` serves on 127.0.0.1 (a free port, a daemon thread):
   /search?q=TERM        results page; thumbnails arrive by JavaScript as the user

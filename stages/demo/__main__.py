@@ -1,8 +1,11 @@
-"""Render the demo corpus: ``python -m stages.demo --out data/demo [--params params.yaml]``.
+"""Render the demo corpus: ``python -m stages.demo --out DIR [--params params.yaml]``.
 
-Writes, atomically, ``<out>/files/<id>.<ext>`` (pots, distractors, junk),
-``index.jsonl`` (ground truth per item), ``pots.jsonl`` (the pots as a dataset
-manifest) and ``preview.png``. Reads ``base.seed``, ``base.classes`` and ``demo``.
+Not a DVC stage: the crawl renders the corpus itself for ``crawl.engine: local``
+(``build_corpus``); this command renders it alone, for tests, benches and a look.
+Writes, atomically, ``<out>/files/<id>.<ext>`` (pots, distractors, junk, each carrying
+its ground truth inside, see stages/shared/pngmeta.py), ``index.jsonl`` (ground truth
+per item), ``pots.jsonl`` (the pots as a dataset manifest) and ``preview.png``. Reads
+``base.seed``, ``base.classes`` and ``demo``.
 """
 from __future__ import annotations
 
@@ -18,28 +21,27 @@ from stages.common.errors import PARAMS_FILE, run_stage
 from stages.common.io import atomic_dir, sha256_bytes, write_jsonl
 from stages.common.params import Base, read_params
 from stages.common.schema import ParamsError
-from stages.demo import shapes
-from stages.demo.config import Demo
+from stages.demo.config import Demo, check_demo_classes
 from stages.demo.corpus import Rendered, plan_items, render_item
 from stages.demo.preview import write_preview
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="kiln demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="output directory (data/demo)")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--params", type=Path, default=Path(PARAMS_FILE))
     parser.add_argument("--workers", type=int, default=2, help="render processes (results do not depend on it)")
     return parser.parse_args(argv)
 
 
 def load_demo_params(path: Path) -> tuple[Base, Demo]:
-    """Only the sections this stage reads (dvc.yaml tracks exactly these)."""
+    """Only the sections the corpus depends on."""
     params_file = read_params(path)
     base, demo = params_file.section("base", Base), params_file.section("demo", Demo)
-    unknown = [name for name in base.classes if name not in shapes.CLASSES]
-    if unknown:
-        raise params_file.located(ParamsError("base.classes", f"the demo corpus renders only {', '.join(shapes.CLASSES)} "
-                                              f"(got {', '.join(map(repr, unknown))})"))
+    try:
+        check_demo_classes(base.classes)
+    except ParamsError as err:
+        raise params_file.located(err) from None
     return base, demo
 
 
@@ -77,18 +79,23 @@ def write_corpus(out: Path, rendered: list[Rendered], classes: list[str], size: 
     return rows
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    base, demo = load_demo_params(args.params)
+def build_corpus(out: Path, base: Base, demo: Demo, workers: int) -> str:
+    """Render and write the whole corpus to ``out``; returns the one-line summary."""
     start = time.perf_counter()
     items = plan_items(base.classes, base.seed, demo.image_size, demo.n_per_class,
                        demo.distractors_per_class, demo.junk_per_class)
-    rendered = render_all(items, max(1, args.workers))
-    rows = write_corpus(args.out, rendered, base.classes, demo.image_size)
+    rendered = render_all(items, max(1, workers))
+    rows = write_corpus(out, rendered, base.classes, demo.image_size)
     counts = {kind: sum(r["kind"] == kind for r in rows) for kind in ("pot", "distractor", "junk")}
-    print(f"demo: {len(rows)} items ({counts['pot']} pots, {counts['distractor']} distractors, "
-          f"{counts['junk']} junk) for {', '.join(base.classes)} at {demo.image_size}px "
-          f"in {time.perf_counter() - start:.1f}s -> {args.out}")
+    return (f"demo: {len(rows)} items ({counts['pot']} pots, {counts['distractor']} distractors, "
+            f"{counts['junk']} junk) for {', '.join(base.classes)} at {demo.image_size}px "
+            f"in {time.perf_counter() - start:.1f}s -> {out}")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    base, demo = load_demo_params(args.params)
+    print(build_corpus(args.out, base, demo, args.workers))
 
 
 if __name__ == "__main__":

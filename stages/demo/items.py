@@ -1,4 +1,8 @@
-"""What the demo renders: an ``Item`` to draw and the ``Rendered`` bytes and truth it becomes."""
+"""What the demo renders: an ``Item`` to draw and the ``Rendered`` bytes and truth it becomes.
+
+Every file carries its own ground truth (``stages.shared.pngmeta``): the crawl reads it
+back from the bytes it downloads, so the filter and split need no join with index.jsonl.
+"""
 from __future__ import annotations
 
 import io
@@ -9,7 +13,7 @@ from PIL import Image
 
 from stages.demo import shapes
 from stages.demo.render import render_pot
-from stages.shared.pngmeta import fields_pnginfo
+from stages.shared.pngmeta import kiln_pnginfo, truth_jpeg_comment
 
 
 @dataclass(frozen=True)
@@ -44,15 +48,33 @@ class Rendered:
         return f"{self.item.stem}.{self.ext}"
 
 
-def encode_png(image: np.ndarray, fields: np.ndarray | None = None) -> bytes:
-    """PNG bytes of an (H, W, 3) or (H, W) uint8 array, with the fields in a text chunk."""
-    info = None if fields is None else fields_pnginfo(fields)
+def truth_of(kind: str, junk: str | None = None, factors: dict | None = None) -> dict:
+    """The ground truth a file carries (``kiln.truth``): what index.jsonl says of it."""
+    return {"kind": kind, "junk": junk, "factors": factors}
+
+
+def encode_png(image: np.ndarray, fields: np.ndarray | None = None, truth: dict | None = None) -> bytes:
+    """PNG bytes of an (H, W, 3) or (H, W) uint8 array, fields and truth in text chunks."""
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", pnginfo=info, compress_level=3)
+    Image.fromarray(image).save(buf, format="PNG", pnginfo=kiln_pnginfo(fields, truth), compress_level=3)
+    return buf.getvalue()
+
+
+def encode(image: np.ndarray | Image.Image, fmt: str, truth: dict | None = None, **options) -> bytes:
+    """PNG or JPEG bytes (Pillow's defaults plus ``options``), the truth in a text chunk
+    or a JPEG comment: either leaves every other byte of the file as it was."""
+    img = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    if truth is not None and fmt == "PNG":
+        options["pnginfo"] = kiln_pnginfo(truth=truth)
+    elif truth is not None and fmt == "JPEG":
+        options["comment"] = truth_jpeg_comment(truth)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **options)
     return buf.getvalue()
 
 
 def render_pot_item(item: Item) -> Rendered:
     pot = render_pot(item.seed, item.class_index, item.i, item.size)
     fields = [round(float(x), 6) for x in pot.fields]
-    return Rendered(item, "png", encode_png(pot.image, pot.fields), None, fields, pot.factors)
+    data = encode_png(pot.image, pot.fields, truth_of("pot", factors=pot.factors))
+    return Rendered(item, "png", data, None, fields, pot.factors)

@@ -1,7 +1,8 @@
-"""evaluate@<family>: python -m stages.evaluate <family> --test T.pt --models DIR --out DIR.
+"""evaluate@<family>: python -m stages.evaluate <family> --test T.pt --store DIR --models DIR --out DIR.
 
 Writes ``<out>/<family>/metrics.json`` (DVC metrics) and plots/pictures under
-``<out>/<family>/`` (DVC plots); the family decides what it measures.
+``<out>/<family>/`` (DVC plots); the family decides what it measures. A classifier
+backbone scores the image store's test split (``--store``) at its own input size.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class EvalContext:
     out_dir: Path           # metrics/eval/<family>: metrics.json, plots, pictures
     device: torch.device
     train_shard: Path | None = None   # for scores of the representation itself (vae: MIG/DCI)
+    store_dir: Path = Path("data/split/full")   # image store (test) at full resolution
 
     @property
     def checkpoint_path(self) -> Path:
@@ -43,6 +45,8 @@ def parse_args(argv):
     parser.add_argument("--test", type=Path, required=True, help="held-out shard (.pt)")
     parser.add_argument("--train", type=Path, help="training shard, for families that also score their "
                         "representation on it (vae: MIG/DCI over train + test images)")
+    parser.add_argument("--store", type=Path, default=Path("data/split/full"),
+                        help="image store whose test split a classifier backbone is scored on")
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--out", type=Path, default=Path("metrics/eval"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -66,7 +70,7 @@ def main(argv=None) -> None:
                       train_cfg=params.train.get(args.family), test_shard=args.test, model_dir=model_dir,
                       models_root=args.models, out_dir=args.out / args.family,
                       device=pick_device(params.base.device),
-                      train_shard=args.train)
+                      train_shard=args.train, store_dir=args.store)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     metrics = family_module(args.family, "evaluate").evaluate(ctx)

@@ -1,10 +1,13 @@
-"""filter: python -m stages.filter --input data/raw/manifest.jsonl --out data/filtered [--truth ...].
+"""filter: python -m stages.filter --input data/raw/manifest.jsonl --out data/filtered.
 
-Runs the data-quality checks (stages/quality.py) over every crawled image, then
-a cascade of ensemble filters (stages/ensemble.py) over the survivors. Kept images
-are copied to ``<out>/<class>/<sha256>.<ext>`` with ``<out>/manifest.jsonl`` (the
-raw rows plus ``phash`` and ``raw_path``); every rejected image goes to
-``<out>/rejected.jsonl`` with its reasons. Nothing in data/raw is touched.
+Runs the data-quality checks (stages/filter/quality.py) over every crawled image, then
+a cascade of ensemble filters (stages/filter/ensemble.py) over the survivors; a filter
+without labelled examples is skipped, saying so in one line. Kept images are copied to
+``<out>/<class>/<sha256>.<ext>`` with ``<out>/manifest.jsonl`` (the raw rows, ``fields``,
+``factors``, ``truth`` and ``split`` included, plus ``phash`` and ``raw_path``); every
+rejected image goes to ``<out>/rejected.jsonl`` with its reasons. Ground truth comes from
+the rows themselves (the demo embeds it in its files), never from a join. Nothing in
+data/raw is touched.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from stages.common.errors import StageError, run_stage
 from stages.common.io import write_json
 from stages.common.params import Base, load_params
 from stages.filter.config import Filter
-from stages.filter.demo_scores import demo_metrics, with_truth_factors
+from stages.filter.demo_scores import demo_metrics
 from stages.filter.ensemble import (
     ALL_CLASSES,
     FILTER_PREFIX,
@@ -33,21 +36,14 @@ from stages.filter.ensemble import (
     train_member,
     vote,
 )
-from stages.filter.labels import (
-    Example,
-    for_class,
-    gather_examples,
-    holdout_mask,
-    join_truth,
-    load_truth,
-)
+from stages.filter.labels import Example, for_class, gather_examples, holdout_mask
 from stages.filter.outputs import (
     count_reasons,
     save_models,
     save_sheets,
     write_filtered,
 )
-from stages.filter.quality import ImageStats, measure, quality_reasons
+from stages.filter.quality import ImageStats, measure, quality_reasons, split_ranks
 from stages.shared.images import load_images
 from stages.shared.manifest import read_manifest
 from stages.shared.runtime import pick_device, seed_everything, set_threads
@@ -61,8 +57,6 @@ def parse_args(argv):
     parser.add_argument("--metrics", type=Path, default=Path("metrics/filter.json"))
     parser.add_argument("--sheets", type=Path, default=Path("metrics/filter"),
                         help="folder for the contact sheets of rejected images")
-    parser.add_argument("--truth", type=Path, default=None,
-                        help="demo ground truth (index.jsonl): scoring and demo labels")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser.parse_args(argv)
 
@@ -113,12 +107,26 @@ def reject_scores(keep_true: np.ndarray, keep_pred: np.ndarray) -> dict:
             "n": int(len(keep_true)), "n_reject": int((~keep_true).sum())}
 
 
-def train_filter(name: str, position: int, fcfg, rows: list[dict], joined, stats: list[ImageStats],
+def labelled_examples(fcfg, rows: list[dict], stats: list[ImageStats]) -> list[Example]:
+    """A filter's labelled examples, less crawled rows that do not decode."""
+    return [e for e in gather_examples(rows, fcfg.labels) if e.row is None or stats[e.row].error is None]
+
+
+def cascade_note(cascade: list[str], skipped: dict[str, str]) -> str | None:
+    """The one line a cascade with nothing (or less) to do prints; None when every filter runs."""
+    if not cascade:
+        return "filter: no cascade; quality checks only"
+    if not skipped:
+        return None
+    rest = "quality checks only" if len(skipped) == len(cascade) else "the rest of the cascade runs"
+    return (f"filter: no labelled examples for {', '.join(skipped)} (labels.demo needs the demo's images, "
+            f"which carry ground truth; give labels.folder or labels.weak), skipped; {rest}")
+
+
+def train_filter(name: str, position: int, fcfg, rows: list[dict], examples: list[Example],
                  params: SimpleNamespace, cache: MemberInputs) -> FilterRun:
-    """Gather labels, hold some out, train the K members (per class with ``per_class``), score them
-    on the held-out part."""
-    examples = [e for e in gather_examples(rows, joined, fcfg.labels)
-                if e.row is None or stats[e.row].error is None]
+    """Hold some labelled examples out, train the K members (per class with ``per_class``), score
+    them on the held-out part."""
     seed = params.base.seed + 1000 * (position + 1)
     groups = ({cls: for_class(examples, rows, cls) for cls in sorted({row["class"] for row in rows})}
               if fcfg.per_class else {ALL_CLASSES: examples})
@@ -183,27 +191,57 @@ def apply_cascade(runs: list[FilterRun], rows: list[dict], alive: np.ndarray,
     return rejected_by, probs_of
 
 
+def filter_metrics(rows: list[dict], kept: list[dict], rejected: list[dict], reasons: list[list[str]],
+                   runs: list[FilterRun], sheets: list[str]) -> dict:
+    """metrics/filter.json; the ``demo`` block only when rows carry ground truth."""
+    metrics = {"counts": {"input": len(rows), "kept": len(kept), "rejected": len(rejected),
+                          "by_reason": count_reasons(reasons)},
+               "filters": {run.name: {"heldout": run.heldout, "n_train": int((~run.held).sum()),
+                                      "vote": run.cfg.vote, "threshold": run.cfg.threshold,
+                                      "members": run.cfg.members} for run in runs},
+               "sheets": sheets}
+    demo = demo_metrics(rows, reasons, runs)
+    if demo is not None:
+        metrics["demo"] = demo
+    return metrics
+
+
+def summary(metrics: dict, quality_s: float, ensemble_s: float, ran: bool, device) -> str:
+    """The closing line; a speed only for work that was done."""
+    counts = metrics["counts"]
+    line = (f"filter: kept {counts['kept']} of {counts['input']} images, rejected {counts['rejected']} "
+            f"{counts['by_reason']}")
+    if counts["input"]:
+        line += f"; quality {counts['input'] / max(quality_s, 1e-9):.0f} img/s"
+        if ran:
+            line += (f", ensembles (inputs, training, cascade) {counts['input'] / max(ensemble_s, 1e-9):.0f} "
+                     f"img/s on {device}")
+    return line
+
+
 # --- the stage --------------------------------------------------------------------
 def main(argv=None) -> None:
     args = parse_args(argv)
     params = load_params(args.params, {"base": Base, "filter": Filter})
     cfg = params.filter
     rows = read_manifest(args.input, "the crawl stage")
-    joined = join_truth(rows, load_truth(args.truth)) if args.truth else None
-    if joined is not None:
-        rows = with_truth_factors(rows, joined)
     set_threads(params.base.threads)
     seed_everything(params.base.seed)
     device = pick_device(params.base.device)
 
     start = time.perf_counter()
     stats = measure_all(rows, cfg.quality.analysis_size)
-    reasons, details = quality_reasons(stats, cfg.quality)
+    reasons, details = quality_reasons(stats, cfg.quality, split_ranks(rows))
     quality_s = time.perf_counter() - start
+    examples = {name: labelled_examples(cfg.filters[name], rows, stats) for name in cfg.cascade}
+    skipped = {name: "no labelled examples" for name, found in examples.items() if not found}
+    note = cascade_note(cfg.cascade, skipped)
+    if note:
+        print(note)
     start_ensemble = time.perf_counter()    # member inputs (trunk features), training and cascade
     cache = MemberInputs(rows, device)
-    runs = [train_filter(name, k, cfg.filters[name], rows, joined, stats, params, cache)
-            for k, name in enumerate(cfg.cascade)]
+    runs = [train_filter(name, k, cfg.filters[name], rows, examples[name], params, cache)
+            for k, name in enumerate(cfg.cascade) if examples[name]]
     alive = np.array([not r for r in reasons], dtype=bool)
     rejected_by, probs_of = apply_cascade(runs, rows, alive, cache)
     ensemble_s = time.perf_counter() - start_ensemble
@@ -212,20 +250,11 @@ def main(argv=None) -> None:
             reasons[i].append(FILTER_PREFIX + name)
 
     kept, rejected = write_filtered(args.out, rows, reasons, details, stats, probs_of)
-    save_models(args.models, runs)
+    save_models(args.models, runs, skipped)
     sheets = save_sheets(args.sheets, rejected, cfg.contact_sheet)
-    metrics = {"counts": {"input": len(rows), "kept": len(kept), "rejected": len(rejected),
-                          "by_reason": count_reasons(reasons)},
-               "filters": {run.name: {"heldout": run.heldout, "n_train": int((~run.held).sum()),
-                                      "vote": run.cfg.vote, "threshold": run.cfg.threshold,
-                                      "members": run.cfg.members} for run in runs},
-               "sheets": sheets}
-    if joined is not None:
-        metrics["demo"] = demo_metrics(joined, reasons, runs)
+    metrics = filter_metrics(rows, kept, rejected, reasons, runs, sheets)
     write_json(args.metrics, metrics)
-    print(f"filter: kept {len(kept)} of {len(rows)} images, rejected {len(rejected)} "
-          f"{metrics['counts']['by_reason']}; quality {len(rows) / max(quality_s, 1e-9):.0f} img/s, "
-          f"ensembles (inputs, training, cascade) {len(rows) / max(ensemble_s, 1e-9):.0f} img/s on {device}")
+    print(summary(metrics, quality_s, ensemble_s, bool(runs), device))
 
 
 if __name__ == "__main__":

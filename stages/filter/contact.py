@@ -37,6 +37,13 @@ def contact_sheet(paths: list[str], captions: list[str], tile: int = 96, columns
     return sheet
 
 
+def note_sheet(text: str, width: int = 192) -> Image.Image:
+    """A one-line picture: what a sheet folder holds when there is nothing to show."""
+    sheet = Image.new("RGB", (width, CAPTION_PX + 8), (255, 255, 255))
+    ImageDraw.Draw(sheet).text((4, 4), text, fill=(0, 0, 0))
+    return sheet
+
+
 def save_sheet(path: str | Path, sheet: Image.Image) -> None:
 
     with atomic_path(path) as tmp:

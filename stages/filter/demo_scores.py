@@ -1,4 +1,7 @@
-"""Scores against the demo's ground truth (index.jsonl), when the crawl served the demo corpus."""
+"""Scores against the ground truth rows carry (the demo's images embed it; see stages/shared/pngmeta.py).
+
+Only the demo's files carry truth, so a crawl of anything else gets no ``demo`` block at all.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -6,15 +9,14 @@ import numpy as np
 from stages.filter.ensemble import FILTER_PREFIX, FilterRun
 
 
-# --- scoring against the demo's ground truth --------------------------------------
 def _share(hit: np.ndarray, of: np.ndarray) -> float | None:
     return round(float(hit[of].mean()), 4) if of.any() else None
 
 
-def demo_scores(joined: list[dict | None], reasons: list[list[str]], rows_mask: np.ndarray) -> dict:
+def demo_scores(truths: list[dict | None], reasons: list[list[str]], rows_mask: np.ndarray) -> dict:
     """Junk and distractor rejection against ground truth, over the rows in ``rows_mask``."""
-    kind = np.array([(item or {}).get("kind") for item in joined], dtype=object)
-    junk_type = np.array([(item or {}).get("junk") for item in joined], dtype=object)
+    kind = np.array([(truth or {}).get("kind") for truth in truths], dtype=object)
+    junk_type = np.array([(truth or {}).get("junk") for truth in truths], dtype=object)
     rejected = np.array([bool(r) for r in reasons]) & rows_mask
     by_quality = np.array([any(not x.startswith(FILTER_PREFIX) for x in r) for r in reasons]) & rows_mask
     by_ensemble = np.array([any(x.startswith(FILTER_PREFIX) for x in r) for r in reasons]) & rows_mask
@@ -38,25 +40,18 @@ def demo_scores(joined: list[dict | None], reasons: list[list[str]], rows_mask: 
     return scores
 
 
-def demo_metrics(joined: list[dict | None], reasons: list[list[str]], runs: list[FilterRun]) -> dict:
-    """Scores over every crawled row, and over the rows no filter trained on."""
-    everything = np.array([item is not None for item in joined])
-    trained_on = np.zeros(len(joined), dtype=bool)
+def demo_metrics(rows: list[dict], reasons: list[list[str]], runs: list[FilterRun]) -> dict | None:
+    """Scores over every row with truth, and over those no filter trained on; None when no
+    row carries truth."""
+    truths = [row.get("truth") for row in rows]
+    everything = np.array([truth is not None for truth in truths], dtype=bool)
+    if not everything.any():
+        return None
+    trained_on = np.zeros(len(rows), dtype=bool)
     for run in runs:
         for ex, held in zip(run.examples, run.held):
             if ex.row is not None and not held:
                 trained_on[ex.row] = True
-    return {"all": demo_scores(joined, reasons, everything),
-            "heldout": demo_scores(joined, reasons, everything & ~trained_on),
+    return {"all": demo_scores(truths, reasons, everything),
+            "heldout": demo_scores(truths, reasons, everything & ~trained_on),
             "not_in_truth": int((~everything).sum())}
-
-
-def with_truth_factors(rows: list[dict], joined: list[dict | None]) -> list[dict]:
-    """Rows with the demo's generative factors filled in from the joined ground truth.
-
-    A crawler cannot know an image's factors (data/raw has ``factors: null``), but the demo
-    knows what it drew: carried through split into the shards, they let evaluate@vae score
-    MIG/DCI. Rows that already have factors, or no truth item, are left as they are.
-    """
-    return [{**row, "factors": item["factors"]} if item and item.get("factors") and not row.get("factors") else row
-            for row, item in zip(rows, joined)]

@@ -6,9 +6,9 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from stages.common.io import atomic_dir, write_jsonl
+from stages.common.io import atomic_dir, write_json, write_jsonl
 from stages.common.schema import to_dict
-from stages.filter.contact import contact_sheet, save_sheet
+from stages.filter.contact import contact_sheet, note_sheet, save_sheet
 from stages.filter.ensemble import ALL_CLASSES, FilterRun
 from stages.filter.quality import ImageStats
 from stages.shared.checkpoint import write_torch
@@ -49,9 +49,16 @@ def write_filtered(out: Path, rows: list[dict], reasons: list[list[str]], detail
     return kept, rejected
 
 
-def save_models(models: Path, runs: list[FilterRun]) -> None:
-    """models/filter/<name>.pt: member state_dicts + config, never a pickled module."""
+CASCADE_FILE = "cascade.json"
+NOTHING_REJECTED = "nothing-rejected.png"
+
+
+def save_models(models: Path, runs: list[FilterRun], skipped: dict[str, str]) -> None:
+    """models/filter/<name>.pt: member state_dicts + config, never a pickled module; and
+    cascade.json, what ran and what was skipped why (so the folder is never empty: DVC
+    warns about an empty output)."""
     with atomic_dir(models) as tmp:
+        write_json(tmp / CASCADE_FILE, {"ran": [run.name for run in runs], "skipped": skipped})
         for run in runs:
             members = run.states[ALL_CLASSES] if ALL_CLASSES in run.states else run.states   # per class: by class
             write_torch(tmp / f"{run.name}.pt", {
@@ -70,6 +77,8 @@ def save_sheets(folder: Path, rejected: list[dict], per_sheet: int) -> list[str]
             shown = members[:per_sheet]
             sheet = contact_sheet([r["path"] for r in shown], [r["class"] for r in shown])
             save_sheet(tmp / f"{reason.replace(':', '-')}.png", sheet)
+        if not by_reason:   # an empty folder makes DVC warn; say instead that nothing was rejected
+            save_sheet(tmp / NOTHING_REJECTED, note_sheet("no image was rejected"))
     return sorted(by_reason)
 
 

@@ -4,7 +4,9 @@
 (``ImageStats``); ``quality_reasons(stats, cfg)`` turns a whole collection's scores
 into rejection reasons per image. Per-image checks compare one score with a
 threshold from params; odd size compares with the collection's median; exact and
-near duplicates compare images with each other and keep one per group.
+near duplicates compare images with each other and keep one per group (of rows a
+source put in splits, the copy in the most protected one: a near duplicate of a val
+or test image must never train).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ ALL_CHECKS = ("corrupt", "too_small", "odd_aspect", "odd_size", "dark", "light",
 BRIGHTNESS_WEIGHTS = np.array([0.241, 0.691, 0.068])
 LOSSLESS_FORMATS = {"PNG", "BMP", "TIFF", "GIF", "PPM"}
 THUMB, THUMB_MARGIN = 32, 1   # near-duplicate verification: 32 px colour thumbnail, +-1 px shifts
+SPLIT_RANK = {"train": 0, "val": 1, "test": 2}   # a row's ``split`` (folder trees): higher keeps its copy
 
 
 @dataclass
@@ -186,19 +189,30 @@ def duplicate_groups(stats: list[ImageStats], max_distance: int | None,
     return union_find_groups(len(stats), pairs)
 
 
-def pick_keepers(groups: list[int], stats: list[ImageStats], other_reasons: list[list[str]]) -> dict[int, int]:
-    """Per group, the member to keep: one with no other issue, then a lossless file (a JPEG
-    re-encode is the usual derivative copy), then the most pixels, then the earliest row."""
+def split_ranks(rows: list[dict]) -> list[int]:
+    """SPLIT_RANK of each row's ``split`` (0 without one)."""
+    return [SPLIT_RANK.get(row.get("split"), 0) for row in rows]
+
+
+def pick_keepers(groups: list[int], stats: list[ImageStats], other_reasons: list[list[str]],
+                 ranks: list[int] | None = None) -> dict[int, int]:
+    """Per group, the member to keep: one with no other issue, then the most protected split
+    (``ranks``), then a lossless file (a JPEG re-encode is the usual derivative copy), then
+    the most pixels, then the earliest row. A copy with another issue is dropped anyway, so
+    keeping a clean train copy of it leaks nothing."""
+    ranks = ranks or [0] * len(groups)
     best: dict[int, tuple] = {}
     for i, g in enumerate(groups):
-        key = (len(other_reasons[i]) > 0, not stats[i].lossless, -(stats[i].width * stats[i].height), i)
+        key = (len(other_reasons[i]) > 0, -ranks[i], not stats[i].lossless, -(stats[i].width * stats[i].height), i)
         if g not in best or key < best[g]:
             best[g] = key
     return {g: key[-1] for g, key in best.items()}
 
 
-def quality_reasons(stats: list[ImageStats], cfg) -> tuple[list[list[str]], list[dict]]:
-    """Reasons and details (e.g. ``duplicate_of`` index) for every image in the collection."""
+def quality_reasons(stats: list[ImageStats], cfg,
+                    ranks: list[int] | None = None) -> tuple[list[list[str]], list[dict]]:
+    """Reasons and details (e.g. ``duplicate_of`` index) for every image in the collection;
+    ``ranks`` (split_ranks) decides which copy of a duplicate stays first."""
     reasons = [per_image_reasons(s, cfg) for s in stats]
     details: list[dict] = [{} for _ in stats]
     if "odd_size" in cfg.checks:
@@ -210,7 +224,7 @@ def quality_reasons(stats: list[ImageStats], cfg) -> tuple[list[list[str]], list
         if name not in cfg.checks:
             continue
         groups = duplicate_groups(stats, distance, corr)
-        keepers = pick_keepers(groups, stats, reasons)
+        keepers = pick_keepers(groups, stats, reasons, ranks)
         for i, g in enumerate(groups):
             already = name == "near_duplicate" and "exact_duplicate" in reasons[i]
             if stats[i].error is None and keepers[g] != i and not already:

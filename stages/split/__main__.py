@@ -4,12 +4,17 @@
 
 Images that are copies of each other (same sha256, or near duplicates when the
 manifest carries perceptual hashes) form one group, and a group never straddles
-two splits. The training split is then rebalanced (split.rebalance) and every
-split is decoded once into a uint8 shard at base.image_size.
+two splits. A source that already has train/ val/ test/ trees (crawl.engine: folder)
+keeps them: its splits are honoured, copies across them stay only in the most protected
+split (test, then val), and a split it lacks is carved out of train by split.fractions.
+The training split is then rebalanced (split.rebalance); every split is decoded once
+into a uint8 shard at base.image_size (the small models) and written full-size to the
+image store under full/ (backbones crop it at their own resolution, shared/store.py).
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -25,9 +30,11 @@ from stages.shared.images import load_images
 from stages.shared.neardup import group_near_duplicates
 from stages.shared.rebalance import balanced_class_weights, rebalance
 from stages.shared.shards import Shard, save_shard
+from stages.shared.store import STORE_DIR, write_store
 from stages.split.config import Split
 
 SPLITS = ("train", "val", "test")
+MIN_EVAL_PER_CLASS = 50   # below this a val/test class cannot show a few-percent change
 
 
 def read_manifest(path: Path, classes: list[str]) -> tuple[list[dict], int]:
@@ -70,6 +77,46 @@ def assign_splits(labels: np.ndarray, groups: np.ndarray, fractions: dict[str, f
     return assignment
 
 
+def given_splits(rows: list[dict]) -> np.ndarray | None:
+    """The split each row's source put it in (folder train/ val/ test/ trees), or None."""
+    given = [r.get("split") for r in rows]
+    if not any(given):
+        return None
+    unknown = sorted({str(s) for s in given if s not in SPLITS})
+    if unknown:
+        raise StageError(f"manifest rows name split {unknown[0]!r}; expected one of {', '.join(SPLITS)}")
+    return np.array(given, dtype=object)
+
+
+def drop_cross_split_copies(given: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Mask of rows to keep: in a group of copies spanning several given splits, only the
+    rows of the most protected split stay (test over val over train), so a near duplicate
+    of a val or test image never trains and never scores twice."""
+    rank = {"train": 0, "val": 1, "test": 2}
+    best: dict[int, int] = {}
+    for g, s in zip(groups.tolist(), given.tolist()):
+        best[g] = max(best.get(g, 0), rank[s])
+    return np.array([rank[s] == best[g] for g, s in zip(groups.tolist(), given.tolist())])
+
+
+def complete_splits(given: np.ndarray, labels: np.ndarray, groups: np.ndarray,
+                    fractions: dict[str, float], rng: np.random.Generator) -> np.ndarray:
+    """Keep the given splits; carve a split the source lacks (no val/ or test/ tree) out of
+    train by its share of split.fractions, groups kept whole."""
+    missing = [name for name in ("val", "test") if name not in set(given.tolist())]
+    assignment = given.copy()
+    if not missing:
+        return assignment
+    shares = {"train": fractions["train"], "val": 0.0, "test": 0.0}
+    shares.update({name: fractions[name] for name in missing})
+    total = sum(shares.values())
+    train_rows = np.flatnonzero(given == "train")
+    carved = assign_splits(labels[train_rows], groups[train_rows],
+                           {k: v / total for k, v in shares.items()}, rng)
+    assignment[train_rows] = carved
+    return assignment
+
+
 def build_shard(rows: list[dict], images: torch.Tensor, classes: list[str]) -> Shard:
     labels = torch.tensor([classes.index(r["class"]) for r in rows], dtype=torch.long)
     fields = [r.get("fields") or [] for r in rows]
@@ -80,6 +127,43 @@ def build_shard(rows: list[dict], images: torch.Tensor, classes: list[str]) -> S
                            dtype=torch.float32).reshape(len(rows), len(names))
     return Shard(images, labels, list(classes), [r["sha256"] for r in rows], [r["path"] for r in rows],
                  fields_t.reshape(len(rows), width), factors, names)
+
+
+def small_split_warnings(shards: dict[str, Shard], minimum: int = MIN_EVAL_PER_CLASS) -> list[str]:
+    """One line per val/test class too small to measure anything (an image moves accuracy 1/n)."""
+    lines = []
+    for name in ("val", "test"):
+        for cls, count in zip(shards[name].classes, shards[name].class_counts()):
+            if count < minimum:
+                lines.append(f"kiln: warning: split: {name} has {count} images of class {cls!r} (fewer than "
+                             f"{minimum}): its accuracy moves in steps of {1 / max(count, 1):.0%} per image")
+    return lines
+
+
+def decide_splits(rows: list[dict], labels: np.ndarray, groups: np.ndarray, cfg: Split,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+    """(split per row, mask of rows kept, where the splits came from)."""
+    given = given_splits(rows)
+    if given is None:
+        assignment = assign_splits(labels, groups, vars(cfg.fractions), rng)
+        return assignment, np.ones(len(rows), dtype=bool), "fractions"
+    kept = drop_cross_split_copies(given, groups)
+    assignment = np.empty(len(rows), dtype=object)
+    assignment[kept] = complete_splits(given[kept], labels[kept], groups[kept], vars(cfg.fractions), rng)
+    present = sorted(set(given.tolist()), key=SPLITS.index)
+    return assignment, kept, "given: " + ", ".join(present)
+
+
+def write_outputs(out: Path, shards: dict[str, Shard], manifest_rows: list[dict], summary: dict,
+                  store_size: int) -> None:
+    """The 64-px shards, the full-resolution store (data/split/full), the manifest, the summary."""
+    with atomic_dir(out) as tmp:
+        for name, shard in shards.items():
+            save_shard(tmp / f"{name}.pt", shard)
+            write_store(tmp / STORE_DIR, name, shard.paths, shard.labels.tolist(), shard.classes,
+                        shard.sha256, size=store_size)
+        write_jsonl(tmp / "manifest.jsonl", manifest_rows)
+        write_json(tmp / "summary.json", summary)
 
 
 def parse_args(argv):
@@ -93,23 +177,21 @@ def parse_args(argv):
 def main(argv=None) -> None:
     args = parse_args(argv)
     params = load_params(args.params, {"base": Base, "split": Split})
-    start = time.perf_counter()
-    classes = params.base.classes
+    start, cfg, classes = time.perf_counter(), params.split, params.base.classes
     rows, left_out = read_manifest(args.input, classes)
     rng = np.random.default_rng(params.base.seed)
     labels = np.array([classes.index(r["class"]) for r in rows])
     images = load_images([r["path"] for r in rows], params.base.image_size)  # first: names any undecodable file
-    groups = group_ids(rows, params.split.near_duplicates)
-    fractions = vars(params.split.fractions)
-    assignment = assign_splits(labels, groups, fractions, rng)
+    groups = group_ids(rows, cfg.near_duplicates)
+    assignment, kept, source = decide_splits(rows, labels, groups, cfg, rng)
     full = build_shard(rows, images, classes)
-    cfg = params.split
     shards = {name: full.subset(np.flatnonzero(assignment == name)) for name in SPLITS}
     train_labels = shards["train"].labels.numpy()
     keep = rebalance(train_labels, len(classes), cfg.rebalance.mode, rng,
                      fraction=cfg.rebalance.fraction, count=cfg.rebalance.count)
     summary = {
-        "images": len(rows), "left_out_other_classes": left_out,
+        "images": len(rows), "left_out_other_classes": left_out, "splits_from": source,
+        "dropped_cross_split_copies": int((~kept).sum()),
         "groups": int(len(np.unique(groups))), "merged_into_groups": int(len(rows) - len(np.unique(groups))),
         "counts": {name: dict(zip(classes, s.class_counts())) for name, s in shards.items()},
         "class_weights": dict(zip(classes, balanced_class_weights(train_labels, len(classes))))
@@ -117,16 +199,16 @@ def main(argv=None) -> None:
     }
     shards["train"] = shards["train"].subset(keep)
     summary["counts"]["train_rebalanced"] = dict(zip(classes, shards["train"].class_counts()))
-    with atomic_dir(args.out) as tmp:
-        for name, shard in shards.items():
-            save_shard(tmp / f"{name}.pt", shard)
-        write_jsonl(tmp / "manifest.jsonl", [
-            {**{k: r.get(k) for k in ("path", "sha256", "class", "fields", "factors")},
-             "split": str(s), "group": int(g)} for r, s, g in zip(rows, assignment, groups)])
-        write_json(tmp / "summary.json", summary)
+    manifest_rows = [{**{k: r.get(k) for k in ("path", "sha256", "class", "fields", "factors")},
+                      "split": None if s is None else str(s), "group": int(g)}
+                     for r, s, g in zip(rows, assignment, groups)]
+    write_outputs(args.out, shards, manifest_rows, summary, cfg.store_size)
+    for line in small_split_warnings(shards):
+        print(line, file=sys.stderr)
     counts = Counter(assignment.tolist())
-    print(f"split: {len(rows)} images -> train {counts['train']} (rebalanced {len(shards['train'])}), "
-          f"val {counts['val']}, test {counts['test']}; {summary['merged_into_groups']} merged into groups; "
+    print(f"split ({source}): {len(rows)} images -> train {counts['train']} (rebalanced {len(shards['train'])}), "
+          f"val {counts['val']}, test {counts['test']}; {summary['merged_into_groups']} merged into groups, "
+          f"{summary['dropped_cross_split_copies']} copies across given splits dropped; "
           f"{time.perf_counter() - start:.1f}s")
 
 

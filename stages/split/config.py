@@ -42,3 +42,6 @@ class Split:
     # perceptual-hash bit distance within which images count as near duplicates and share
     # a split (transitively); -1: only byte-identical copies are grouped
     near_duplicates: int = field(default=4, metadata=bounds(ge=-1, le=32))
+    # the full-resolution store (data/split/full) keeps each image's shorter side at most
+    # this many pixels: >= a backbone's input size / 0.875 (256 for 224 px) leaves crop room
+    store_size: int = field(default=256, metadata=bounds(ge=32, le=2048))

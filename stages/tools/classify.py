@@ -2,9 +2,12 @@
 
 Labels come from the checkpoint's ``classes`` (the order the model was trained with),
 never from a directory listing: the decathlon API read them from an unsorted walk of
-the training folders and could mislabel every prediction. Images are decoded and
-letterboxed exactly as the split stage did for training (``images.load_rgb`` at the
-checkpoint's ``image_size``), so the model sees what evaluate@classifier scored.
+the training folders and could mislabel every prediction. Images are prepared as
+evaluate@classifier scored them: a checkpoint that records ``preprocess`` (a backbone,
+trained on the image store) gets the store's eval view (EXIF orientation applied, shorter
+side resized to ``resize``, centre crop ``crop``; the model normalises itself); one
+without (bnconv) gets the split stage's letterbox (``images.load_rgb`` at the
+checkpoint's ``image_size``).
 
 Plain files (or a folder of them): one JSON object per file on stdout, the decathlon
 API's shape ``{"path", "success", "predictions": [{"label", "probability"}, ...]}``.
@@ -33,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from stages.common.errors import StageError, run_stage
@@ -44,6 +47,7 @@ from stages.families.classifier.core.config import ClassifierConfig
 from stages.families.classifier.evaluate.report import classification_metrics
 from stages.shared.checkpoint import load_checkpoint
 from stages.shared.images import DECODE_ERRORS, load_rgb
+from stages.shared.store import EVAL_CROP_RATIO, eval_image
 
 MAX_PIXELS = 40_000_000   # the crawl's default (crawl.max_pixels): a bigger header is refused unread
 # What a folder walk counts as an image (other files, e.g. notes or .DS_Store, are not scored).
@@ -65,10 +69,11 @@ class Classifier:
     preprocess: object
     size: int            # the square the training shards were letterboxed to
     device: str
+    crop: int = 0        # > 0: the eval view at this size (checkpoint "preprocess"), not the letterbox
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, size, size) -> softmax probabilities (B, C) on the CPU."""
+        """uint8 (B, 3, S, S) -> softmax probabilities (B, C) on the CPU."""
         return F.softmax(self.model(self.preprocess(images.to(self.device))), dim=1).float().cpu()
 
 
@@ -113,18 +118,39 @@ def load_model(path: str | Path, device: str = "cpu") -> Classifier:
     classes = checkpoint["classes"]
     if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes) or not classes:
         raise StageError(f"{path}: not a classifier checkpoint ('classes' is not a list of names)")
+    crop = view_crop(checkpoint.get("preprocess"), path)
     try:
         model, classes, preprocess = load_classifier(path, device)
     except RuntimeError as err:   # state dict and config disagree
         first = str(err).strip().splitlines()[0]
         raise StageError(f"{path}: damaged classifier checkpoint (weights do not fit its config: {first})") from None
-    return Classifier(model, classes, preprocess, int(checkpoint.get("image_size", 64)), device)
+    return Classifier(model, classes, preprocess, int(checkpoint.get("image_size", 64)), device, crop)
+
+
+def view_crop(view, path: Path) -> int:
+    """The eval view's crop size from a checkpoint's ``preprocess`` record (0: none recorded).
+    Only the store's view (resize = crop / 0.875) exists; anything else is refused, not guessed."""
+    if view is None:
+        return 0
+    crop = view.get("crop") if isinstance(view, dict) else None
+    if not isinstance(crop, int) or crop < 1 or view.get("resize") != round(crop / EVAL_CROP_RATIO):
+        raise StageError(f"{path}: unsupported 'preprocess' record {view!r} (expected resize = "
+                         f"round(crop / {EVAL_CROP_RATIO}), as train@classifier writes)")
+    return crop
 
 
 # --- the images --------------------------------------------------------------------
-def read_image(path: str | Path, size: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """(size, size, 3) uint8 via the one decode (``load_rgb``); a file whose header claims more
-    than ``max_pixels`` is refused before any pixel is decoded. Failures: a one-line StageError."""
+def _eval_view(path: str | Path, crop: int) -> np.ndarray:
+    """(crop, crop, 3) uint8: the image store's eval view of a photo, orientation as the store's."""
+    with Image.open(path) as img:
+        view = eval_image(ImageOps.exif_transpose(img).convert("RGB"), crop)
+    return view.permute(1, 2, 0).numpy()
+
+
+def read_image(path: str | Path, size: int, max_pixels: int = MAX_PIXELS, crop: int = 0) -> np.ndarray:
+    """(size, size, 3) uint8 via the one decode (``load_rgb``), or with ``crop`` the eval view
+    (crop, crop, 3); a file whose header claims more than ``max_pixels`` is refused before any
+    pixel is decoded. Failures: a one-line StageError."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -140,7 +166,7 @@ def read_image(path: str | Path, size: int, max_pixels: int = MAX_PIXELS) -> np.
         raise StageError(f"{path}: refused before decoding, too many pixels "
                          f"({width}x{height} > --max-pixels {max_pixels})")
     try:
-        return load_rgb(path, size)
+        return _eval_view(path, crop) if crop else load_rgb(path, size)
     except FileNotFoundError:
         raise StageError(f"{path}: no such image file") from None
     except DECODE_ERRORS as err:  # truncated or corrupt pixel data
@@ -205,7 +231,7 @@ def _score(items, clf, max_pixels, batch_size, errors, bar) -> Iterator[Scored]:
         arrays, kept = [], []
         for path, label in items[start:start + batch_size]:
             try:
-                arrays.append(read_image(path, clf.size, max_pixels))
+                arrays.append(read_image(path, clf.size, max_pixels, clf.crop))
                 kept.append((path, label))
             except StageError as err:
                 if errors is None:

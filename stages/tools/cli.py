@@ -1,6 +1,6 @@
 """The ``kiln`` command: ``kiln <stage> [args]`` runs a stage exactly as dvc.yaml does.
 
-    kiln split --input data/demo/pots.jsonl --out data/split
+    kiln split --input data/filtered/manifest.jsonl --out data/split
     kiln train classifier --train data/augmented/train.pt --val data/split/val.pt
     kiln generate dcgan --help
 """
@@ -11,9 +11,8 @@ import sys
 
 from stages.common.errors import run_stage
 
-# command -> module with a main(argv); kept in chain order for --help.
+# command -> module with a main(argv); the chain's stages in order, then the tools, for --help.
 COMMANDS = {
-    "demo": "stages.demo.__main__",
     "crawl": "stages.crawl.__main__",
     "filter": "stages.filter.__main__",
     "split": "stages.split.__main__",
@@ -21,6 +20,7 @@ COMMANDS = {
     "hpo": "stages.hpo.__main__",
     "train": "stages.train.__main__",
     "evaluate": "stages.evaluate.__main__",
+    "demo": "stages.demo.__main__",   # the corpus alone; the crawl renders its own (engine: local)
     "serve": "stages.tools.serve",
     "generate": "stages.tools.generate",
     "classify": "stages.tools.classify",

@@ -1,12 +1,13 @@
 """kiln generate: pictures from the trained generative models.
 
     kiln generate dcgan --class vase -n 16 --out out/vases.png
-    kiln generate dcgan --interpolate data/demo/pots.jsonl:0 data/demo/pots.jsonl:7 my.fields \
+    kiln generate dcgan --interpolate data/filtered/manifest.jsonl:0 data/filtered/manifest.jsonl:7 my.fields \
         --steps 12 --out out/morph          # out/morph.png (grid) and out/morph.gif (loops back)
     kiln generate vae -n 32 --out out/vae   # out/vae_samples.png, out/vae_traversals.png, .gif
 
-A fields source is ``MANIFEST.jsonl:ROW`` (a row number, or an ``id``) or a file holding the
-69 numbers of the 23 control points (JSON list, or whitespace/comma separated).
+A fields source is ``MANIFEST.jsonl:ROW`` (a row number, or an ``id``, of a row with fields: the
+demo's pots carry theirs) or a file holding the 69 numbers of the 23 control points (JSON
+list, or whitespace/comma separated).
 """
 from __future__ import annotations
 

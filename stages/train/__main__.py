@@ -1,9 +1,12 @@
-"""train@<family>: python -m stages.train <family> --train T.pt --val V.pt --models DIR --metrics DIR.
+"""train@<family>: python -m stages.train <family> --train T.pt --val V.pt --store DIR --models DIR --metrics DIR.
 
 Resolves the family from the registry and hands it a TrainContext. A family
 checkpoints to ``resume_path`` every epoch (atomically); a rerun after a kill
 resumes from it only when its fingerprint (family config, base params, data
 hashes) matches, so a changed learning rate never continues a stale run.
+
+The shards are what bnconv and the generative families train on; a classifier backbone
+reads the full-resolution image store (``--store``, the split stage's data/split/full).
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ class TrainContext:
     device: torch.device
     fingerprint: str
     extra_inputs: dict[str, Path]  # family-specific inputs named on the command line
+    store_dir: Path = Path("data/split/full")   # image store: train/val at full resolution
 
     @property
     def checkpoint_path(self) -> Path:
@@ -59,6 +63,8 @@ def parse_args(argv):
     parser.add_argument("family")
     parser.add_argument("--train", type=Path, required=True, help="training shard (.pt)")
     parser.add_argument("--val", type=Path, required=True, help="validation shard (.pt)")
+    parser.add_argument("--store", type=Path, default=Path("data/split/full"),
+                        help="image store (train/val) a classifier backbone trains on")
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/train"))
     parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
@@ -77,6 +83,14 @@ def _extra_inputs(pairs: list[str]) -> dict[str, Path]:
     return extra
 
 
+def store_indexes(cfg: Any, store: Path) -> list[Path]:
+    """The store's index files when this config reads the store (they list every image's
+    sha256): part of the fingerprint, so a new store never resumes a stale run."""
+    if getattr(cfg, "arch", "bnconv") == "bnconv":
+        return []
+    return [p for p in (store / "train.json", store / "val.json") if p.is_file()]
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     params = load_family_params(args.params, args.family, ("train",), TRAIN_SECTIONS)
@@ -91,9 +105,9 @@ def main(argv=None) -> None:
         params=params, family=args.family, cfg=cfg, train_shard=args.train, val_shard=args.val,
         model_dir=args.models / args.family, metrics_dir=args.metrics / args.family,
         resume_path=RESUME_DIR / f"{args.family}.pt", device=pick_device(params.base.device),
-        fingerprint=fingerprint(params, args.family, cfg,
-                                [args.train, args.val, *[p for p in extra.values() if p.is_file()]]),
-        extra_inputs=extra)
+        fingerprint=fingerprint(params, args.family, cfg, [args.train, args.val, *store_indexes(cfg, args.store),
+                                                           *[p for p in extra.values() if p.is_file()]]),
+        extra_inputs=extra, store_dir=args.store)
     ctx.model_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     family_module(args.family, "train").train(ctx)

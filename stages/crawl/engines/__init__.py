@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, quote_plus, urljoin, urlsplit
 from stages.common.schema import ParamsError, from_dict
 from stages.crawl.config import Crawl, EngineDef
 
-LOCAL = "local"     # the embedded site over data/demo (stages/demo/site.py)
+LOCAL = "local"     # the embedded site over the demo corpus the crawl renders (local_site.py)
 FOLDER = "folder"   # no search at all: ingest <folder>/<class>/* files
 
 BUILTIN: dict[str, dict[str, Any]] = {

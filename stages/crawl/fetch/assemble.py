@@ -1,8 +1,9 @@
 """Turn a finished journal into data/raw: images by class, manifest.jsonl, failures.jsonl,
 summary.json (per search: found of requested, kept, failed).
 
-Searches are walked in params order and results in page order, so which copy of a
-duplicate is kept does not depend on download timing. The directory is built beside
+Searches are walked in the order given (params order; a folder source's most protected
+split first) and results in page order, so which copy of a duplicate is kept does not
+depend on download timing. The directory is built beside
 data/raw and swapped in (stages.io.atomic_dir): data/raw is whole or untouched.
 """
 from __future__ import annotations
@@ -38,14 +39,17 @@ def reason_kind(reason: str) -> str:
     return reason.split(":")[0].split(" (after")[0]
 
 
-def collect_outcome(journal: Journal, searches: list[tuple[str, str]], engine: str,
+def collect_outcome(journal: Journal, searches: list[tuple], engine: str,
                     out_dir: Path, expand: Callable[[str], str]) -> Outcome:
-    """Manifest and failure rows for ``searches`` ((term, class) in params order)."""
+    """Manifest and failure rows for ``searches`` (journal search keys: (term, class[, split]))."""
     outcome, kept_at = Outcome(), {}
-    for term, cls in searches:
-        search = journal.searches[(term, cls)]
+    for key in searches:
+        search = journal.searches[key]
+        term, cls = key[0], key[1]
         where = {"term": term or None, "class": cls, "engine": engine,
                  "page_url": expand(search["page_url"])}
+        if search.get("split"):
+            where["split"] = search["split"]
         if search.get("error"):
             outcome.failures.append({**where, "source_url": None, "reason": search["error"]})
         outcome.failures.extend({**where, "source_url": None, "reason": "result without a full-size URL"}
@@ -76,11 +80,18 @@ def collect_outcome(journal: Journal, searches: list[tuple[str, str]], engine: s
 
 
 def _manifest_row(item: dict, base: dict, path: str, expand: Callable[[str], str]) -> dict:
-    return {"path": path, "sha256": item["sha256"], "class": base["class"], "fields": item["fields"],
-            "factors": None, "term": base["term"], "engine": base["engine"],
-            "page_url": base["page_url"], "source_url": base["source_url"],
-            "final_url": expand(item["final_url"]), "width": item["width"],
-            "height": item["height"], "bytes": item["bytes"], "time": item["time"]}
+    """A dataset manifest row; ground truth the file carried fills ``truth`` and ``factors``."""
+    truth = item.get("truth")
+    row = {"path": path, "sha256": item["sha256"], "class": base["class"], "fields": item["fields"],
+           "factors": truth["factors"] if truth else None,
+           "truth": {"kind": truth["kind"], "junk": truth["junk"]} if truth else None,
+           "term": base["term"], "engine": base["engine"],
+           "page_url": base["page_url"], "source_url": base["source_url"],
+           "final_url": expand(item["final_url"]), "width": item["width"],
+           "height": item["height"], "bytes": item["bytes"], "time": item["time"]}
+    if "split" in base:
+        row["split"] = base["split"]
+    return row
 
 
 def write_raw(outcome: Outcome, out_dir: Path, classes: list[str]) -> None:

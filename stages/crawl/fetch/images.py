@@ -3,6 +3,8 @@
 Decoding is the only thing done to a download (never executed, never rendered):
 the header is read first and the pixel count checked before any pixel is decoded
 (decompression-bomb guard), then the whole image is decoded so truncated files fail.
+An RGB JPEG, PNG or WebP is kept byte for byte; anything else is re-encoded as an RGB
+PNG that keeps the ground truth the file carried (stages/shared/pngmeta.py).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from stages.common.io import sha256_bytes
-from stages.shared.pngmeta import fields_from_text
+from stages.shared.pngmeta import fields_from_text, kiln_pnginfo, truth_from_info
 
 # Content types kiln understands -> the Pillow format the bytes must decode as.
 TYPE_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP",
@@ -40,6 +42,7 @@ class Kept:
     width: int
     height: int
     fields: list[float] | None
+    truth: dict | None   # {kind, junk, factors}: the demo's ground truth inside the file
 
 
 def content_type_ok(header: str | None, limits: Limits) -> str:
@@ -77,11 +80,11 @@ def check_image(body: bytes, limits: Limits) -> Kept:
         image.load()   # full decode: truncated or corrupt data fails here
     except Exception as err:  # noqa: BLE001
         raise Rejected(f"corrupt image data: {err}") from None
-    fields = fields_from_text(image.info)
+    fields, truth = fields_from_text(image.info), truth_from_info(image.info)
     if image.mode == "RGB" and image.format in KEPT_AS_IS:
         data, ext = body, KEPT_AS_IS[image.format]
     else:   # palette, alpha, grey, CMYK, 16-bit, GIF/BMP/TIFF: store as RGB PNG
         out = io.BytesIO()
-        image.convert("RGB").save(out, format="PNG")
+        image.convert("RGB").save(out, format="PNG", pnginfo=kiln_pnginfo(fields, truth))
         data, ext = out.getvalue(), "png"
-    return Kept(data, ext, sha256_bytes(data), image.width, image.height, fields)
+    return Kept(data, ext, sha256_bytes(data), image.width, image.height, fields, truth)

@@ -31,6 +31,13 @@ def work_dir(root: Path, fingerprint: str) -> Path:
     return path
 
 
+def search_key(record: dict) -> tuple:
+    """(term, class) of a search; a folder source with train/ val/ test/ trees searches each
+    class once per split, so its key adds the split."""
+    key = (record["term"], record["class"])
+    return key + (record["split"],) if record.get("split") else key
+
+
 def _cut_torn_tail(path: Path) -> None:
     """Drop a last line that a kill left without its newline."""
     if not path.exists():
@@ -46,7 +53,7 @@ class Journal:
         self.path = directory / "journal.jsonl"
         self.blobs = directory / "blobs"
         _cut_torn_tail(self.path)
-        self.searches: dict[tuple[str, str], dict] = {}   # (term, class) -> search record
+        self.searches: dict[tuple, dict] = {}   # search_key -> search record
         self.items: dict[str, dict] = {}                   # url key -> download record
         self._load()
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -60,7 +67,7 @@ class Journal:
             except json.JSONDecodeError:
                 continue   # cannot happen with whole-line appends; never trust it anyway
             if record["kind"] == "search":
-                self.searches[(record["term"], record["class"])] = record
+                self.searches[search_key(record)] = record
             elif not record["ok"] or self._blob_intact(record):
                 self.items[record["key"]] = record
 
@@ -84,7 +91,7 @@ class Journal:
     def append(self, record: dict) -> None:
         os.write(self.fd, (json.dumps(record, sort_keys=True) + "\n").encode())
         if record["kind"] == "search":
-            self.searches[(record["term"], record["class"])] = record
+            self.searches[search_key(record)] = record
         else:
             self.items[record["key"]] = record
 

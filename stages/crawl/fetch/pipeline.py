@@ -25,7 +25,7 @@ def _keep(journal: Journal, fetched: Fetched, limits: Limits) -> dict:
     kept = check_image(fetched.body, limits)
     journal.put_blob(kept.sha256, kept.ext, kept.data)
     return {"ok": True, "sha256": kept.sha256, "ext": kept.ext, "width": kept.width,
-            "height": kept.height, "bytes": len(kept.data), "fields": kept.fields}
+            "height": kept.height, "bytes": len(kept.data), "fields": kept.fields, "truth": kept.truth}
 
 
 # Bodies below this decode inline (~0.1 ms for a 64 px PNG): a thread hand-off would cost

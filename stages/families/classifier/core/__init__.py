@@ -1,12 +1,14 @@
 """classifier family: a BN CNN trained from scratch (the borges pots classifier), or a
 torchvision backbone fine-tuned in phases (``arch: <torchvision name>``, see
-core/backbones.py and core/finetune.py). This package builds and loads the model;
-train/ and evaluate/ hold the two stages' code.
+core/backbones.py and core/finetune.py). This package builds and loads the model and
+holds what train/ and evaluate/ share (data sources, the fitting pieces).
 
-train: Adam/AdamW/SGD, cosine/step LR schedule, early stopping on validation
-loss, best-checkpoint keeping, per-epoch resume. evaluate: accuracy, per-class
-precision/recall/F1, a confusion matrix (DVC plot + PNG) and a grid of
-misclassified test images with their top-3 predictions.
+train: bnconv on the 64-px shards; a backbone on the image store at its own input size:
+a probe (the head fit on cached trunk features), then fine-tuning with a lower trunk LR
+and frozen batch-norm statistics. Adam/AdamW/SGD, cosine/step LR schedule, early
+stopping, best-checkpoint keeping, per-epoch resume. evaluate: accuracy, per-class
+precision/recall/F1, a confusion matrix (DVC plot + PNG) and a grid of misclassified
+test images with their top-3 predictions.
 """
 from __future__ import annotations
 

@@ -97,8 +97,10 @@ ARCHS: dict[str, ArchSpec] = {
 
 @dataclass
 class HeadConfig:
-    """Global pooling -> ``layers`` x [linear(size) -> BN -> activation -> dropout] -> classes."""
-    layers: int = field(default=1, metadata=bounds(ge=0, le=8))
+    """Global pooling -> ``layers`` x [linear(size) -> BN -> activation -> dropout] -> classes.
+    0 layers (a linear head, the default) measured best on small real sets: nothing to overfit,
+    and no batch norm whose statistics move between the probe's and the fine-tuning's features."""
+    layers: int = field(default=0, metadata=bounds(ge=0, le=8))
     size: int = field(default=256, metadata=bounds(ge=1))
     activation: Literal["relu", "tanh", "swish"] = "swish"
     dropout: float = field(default=0.3, metadata=bounds(ge=0.0, lt=1.0))
@@ -165,6 +167,7 @@ class TransferNet(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.frozen: list[bool] = [False] * len(self.blocks())
+        self.bn_frozen = False   # every trunk batch norm in eval mode (finetune.apply_phase sets it)
 
     def blocks(self) -> list[nn.Module]:
         """The trunk, input to output, in the units that fine-tuning unfreezes."""
@@ -185,12 +188,17 @@ class TransferNet(nn.Module):
         return self.head(self.features(images))               # (B, num_classes) logits
 
     def train(self, mode: bool = True):
-        """Frozen blocks stay in eval mode: their batch-norm statistics must not drift."""
+        """Frozen blocks stay in eval mode: their batch-norm statistics must not drift; with
+        ``bn_frozen`` no trunk batch norm updates its running statistics."""
         super().train(mode)
         if mode:
             for block, frozen in zip(self.blocks(), self.frozen):
                 if frozen:
                     block.eval()
+            if self.bn_frozen:
+                for module in self.backbone.modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                        module.eval()
         return self
 
 

@@ -1,22 +1,23 @@
-"""Supervised training pieces shared by the classifier and the filter ensemble.
+"""The classifier's supervised training pieces: optimizer, LR schedule, one epoch, prediction.
 
-Batches come straight from in-memory uint8 shards (no decoding, no worker
-processes competing for the two cores), are augmented per image on the fly,
-normalised on the device and fed in channels_last layout.
+Batches come from a Source (core/data.py): in-memory uint8 shards augmented per image on
+the fly, or the image store's views decoded on a couple of threads (no worker processes
+competing for the two cores); normalised on the device, fed in channels_last layout.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stages.families.classifier.core.data import Batches, Source, as_source
 from stages.shared.runtime import autocast
-from stages.shared.shards import Shard, iterate_batches
+from stages.shared.shards import Shard
 
 
 @dataclass
@@ -63,18 +64,14 @@ def make_schedule(name: str, optimizer, *, epochs: int, steps_per_epoch: int, st
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_epoch(model: nn.Module, shard: Shard, *, preprocess: Callable, optimizer, schedule,
-                batch_size: int, device: torch.device, generator: torch.Generator,
-                augment: Callable | None = None, class_weights: torch.Tensor | None = None,
+def train_epoch(model: nn.Module, batches: Batches, *, preprocess: Callable, optimizer, schedule,
+                device: torch.device, class_weights: torch.Tensor | None = None,
                 label_smoothing: float = 0.0, precision: str = "fp32") -> EpochResult:
-
+    """One pass over ``batches`` (already shuffled and augmented by their Source)."""
     model.train()
     start, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
-    for images, labels, _ in iterate_batches(shard, batch_size, shuffle=True, generator=generator,
-                                             drop_last=len(shard) > batch_size):
+    for images, labels in batches:
         images = images.to(device, non_blocking=True)             # uint8 (B,3,H,W)
-        if augment is not None:
-            images = augment(images)                               # per-image random draws
         x = preprocess(images)                                     # float (B,3,H',W')
         y = labels.to(device)
         with autocast(precision, device):
@@ -92,16 +89,23 @@ def train_epoch(model: nn.Module, shard: Shard, *, preprocess: Callable, optimiz
 
 
 @torch.no_grad()
-def predict(model: nn.Module, shard: Shard, *, preprocess: Callable, batch_size: int,
-            device: torch.device, precision: str = "fp32") -> torch.Tensor:
-    """Class probabilities (N, C) for every image of ``shard``, in order."""
+def predict_batches(model: nn.Module, batches: Batches, *, preprocess: Callable, device: torch.device,
+                    precision: str = "fp32") -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(images, labels, class probabilities on the CPU) per batch, in order."""
     model.eval()
-    probs = []
-    for images, _, _ in iterate_batches(shard, batch_size, shuffle=False):
+    for images, labels in batches:
         with autocast(precision, device):
             logits = model(preprocess(images.to(device)))
-        probs.append(F.softmax(logits.float(), dim=1).cpu())
-    return torch.cat(probs) if probs else torch.zeros((0, len(shard.classes)))
+        yield images, labels, F.softmax(logits.float(), dim=1).cpu()
+
+
+def predict(model: nn.Module, data: Shard | Source, *, preprocess: Callable, batch_size: int,
+            device: torch.device, precision: str = "fp32") -> torch.Tensor:
+    """Class probabilities (N, C) for every image of a shard or Source (its eval view), in order."""
+    data = as_source(data)
+    probs = [p for _, _, p in predict_batches(model, data.eval_batches(batch_size), preprocess=preprocess,
+                                              device=device, precision=precision)]
+    return torch.cat(probs) if probs else torch.zeros((0, len(data.classes)))
 
 
 def score(probs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:

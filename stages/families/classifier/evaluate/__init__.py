@@ -1,28 +1,47 @@
-"""evaluate@classifier: accuracy, per-class figures, confusion matrix, misclassified images, Grad-CAM."""
+"""evaluate@classifier: accuracy, per-class figures, confusion matrix, misclassified images, Grad-CAM.
+
+bnconv is scored on the 64-px test shard; a backbone on the image store's test split
+(``ctx.store_dir``), at its input size with the eval view (centre crop), as classify sees it.
+"""
 from __future__ import annotations
 
+import torch
+
 from stages.common.errors import StageError
-from stages.families.classifier.core import (
-    load_classifier,
-)
-from stages.families.classifier.core.fit import (
-    predict,
-)
-from stages.families.classifier.evaluate.report import heatmap_grid, write_report
+from stages.families.classifier.core import load_classifier
+from stages.families.classifier.core.backbones import TransferNet
+from stages.families.classifier.core.data import ShardSource, Source, StoreSource
+from stages.families.classifier.evaluate.picks import predict_keeping
+from stages.families.classifier.evaluate.report import heatmap_grid, misclassified_grid, write_report
 from stages.shared.pictures import save_png
 from stages.shared.shards import load_shard
+from stages.shared.store import open_store
 
 
-# --- evaluation ----------------------------------------------------------------
+def _test_source(ctx, model, classes: list[str]) -> tuple[Source, str]:
+    """The test split the model is scored on, and where it came from (for errors)."""
+    if isinstance(model, TransferNet):
+        where = f"{ctx.store_dir}/test.json"
+        source = StoreSource(open_store(ctx.store_dir, "test"), model.input_size,
+                             workers=max(1, torch.get_num_threads()))
+    else:
+        where, source = str(ctx.test_shard), ShardSource(load_shard(ctx.test_shard))
+    if list(source.classes) != list(classes):
+        raise StageError(f"{where}: classes {source.classes} differ from the model's {classes}")
+    return source, where
+
+
 def evaluate(ctx) -> dict:
-
     model, classes, preprocess = load_classifier(ctx.checkpoint_path, ctx.device)
-    shard = load_shard(ctx.test_shard)
-    if shard.classes != classes:
-        raise StageError(f"{ctx.test_shard}: classes {shard.classes} differ from the model's {classes}")
-    probs = predict(model, shard, preprocess=preprocess, batch_size=ctx.cfg.batch_size, device=ctx.device)
-    metrics = write_report(shard, probs, ctx.out_dir, misclassified=ctx.cfg.misclassified, topk=ctx.cfg.topk)
-    grid = heatmap_grid(model, preprocess, shard, probs, ctx.cfg.heatmaps, ctx.device) if ctx.cfg.heatmaps else None
-    if grid is not None:
-        save_png(grid, ctx.out_dir / "plots" / "heatmaps.png")
+    source, _ = _test_source(ctx, model, classes)
+    probs, picked, picked_probs = predict_keeping(model, source, preprocess=preprocess,
+                                                  batch_size=ctx.cfg.batch_size, device=ctx.device,
+                                                  mistakes=ctx.cfg.misclassified, heatmaps=ctx.cfg.heatmaps)
+    grid = misclassified_grid(picked, picked_probs, ctx.cfg.misclassified, ctx.cfg.topk) \
+        if ctx.cfg.misclassified else None
+    metrics = write_report(source.labels, classes, probs, ctx.out_dir, grid=grid)
+    heat = heatmap_grid(model, preprocess, picked, picked_probs, ctx.cfg.heatmaps, ctx.device) \
+        if ctx.cfg.heatmaps else None
+    if heat is not None:
+        save_png(heat, ctx.out_dir / "plots" / "heatmaps.png")
     return metrics

@@ -81,16 +81,16 @@ def heatmap_grid(model, preprocess, shard: Shard, probs: torch.Tensor, count: in
     return image_grid(tiles, 8, captions=captions, tile=96)
 
 
-def write_report(shard: Shard, probs: torch.Tensor, out_dir: Path, *, misclassified: int, topk: int) -> dict:
-    labels, preds = shard.labels.numpy(), probs.argmax(1).numpy()
-    classes = shard.classes
-    loss, _ = score(probs, shard.labels)
+def write_report(labels: torch.Tensor, classes: list[str], probs: torch.Tensor, out_dir: Path, *,
+                 grid=None) -> dict:
+    """metrics.json's content, the confusion plot (JSON + PNG) and the misclassified ``grid``."""
+    loss, _ = score(probs, labels)
+    labels, preds = labels.numpy(), probs.argmax(1).numpy()
     metrics = {**classification_metrics(labels, preds, classes), "loss": loss, "images": len(labels)}
     plots = out_dir / "plots"
     write_json(plots / "confusion.json", [{"actual": classes[a], "predicted": classes[p]}
                                           for a, p in zip(labels.tolist(), preds.tolist())])
     confusion_png(confusion_matrix(labels, preds, labels=range(len(classes))), classes, plots / "confusion.png")
-    grid = misclassified_grid(shard, probs, misclassified, topk) if misclassified else None
     if grid is not None:
         save_png(grid, plots / "misclassified.png")
     metrics["misclassified"] = int((labels != preds).sum())
