@@ -172,9 +172,11 @@ def report(peer: dict, kiln: dict) -> None:
             print(f"{who:<7} {r['step']:<21} {r['val_accuracy']:.4f}  {r['seconds']:8.1f}")
     hit = first_reaching(kiln["rows"], peer["best"])
     print(f"\npeer: best val acc {peer['best']:.4f} (reached at {peer_best_at:.1f}s), total {peer_total:.1f}s")
-    print(f"kiln: head-only (probe) {kiln['rows'][0]['val_accuracy']:.4f}; fine-tuned best {kiln['best']:.4f}, "
-          f"last epoch {kiln['rows'][-1]['val_accuracy']:.4f}; total {kiln['rows'][-1]['seconds']:.1f}s "
-          f"(precision {kiln['precision']})")
+    tuned = max((r["val_accuracy"] for r in kiln["rows"][1:]), default=float("nan"))
+    kept = "the probe" if kiln["best_step"] == 0 else f"epoch {kiln['best_step']}"
+    print(f"kiln: head-only (probe) {kiln['rows'][0]['val_accuracy']:.4f}; fine-tuned epochs best {tuned:.4f}, "
+          f"last {kiln['rows'][-1]['val_accuracy']:.4f}; kept {kept} ({kiln['best']:.4f}); "
+          f"total {kiln['rows'][-1]['seconds']:.1f}s (precision {kiln['precision']})")
     if hit is None:
         print("kiln never reached the peer's best val accuracy")
     else:

@@ -2,7 +2,8 @@
 
 A stage's entry is the module its ``cmd`` runs (``python -m stages.X`` -> stages.X.__main__);
 a family stage also runs ``stages.families.<item>.<role>`` (the registry imports it by name:
-train and hpo the train role, evaluate the evaluate role). A declared folder counts as every
+train and hpo the train role, evaluate the evaluate role), and the params stage every
+family's ``core.config``. A declared folder counts as every
 .py file below it.
 """
 from __future__ import annotations
@@ -19,6 +20,11 @@ FAMILY_ROLE = {"train": "train", "hpo": "train", "evaluate": "evaluate"}
 
 def _families() -> list[str]:
     return yaml.safe_load((ROOT / "params.yaml").read_text())["families"]
+
+
+def _all_families() -> list[str]:
+    return sorted(p.name for p in (ROOT / "stages/families").iterdir()
+                  if p.is_dir() and not p.name.startswith(("_", ".")))
 
 
 def _expand(dep: str) -> set[str]:
@@ -41,6 +47,8 @@ def stage_instances() -> dict[str, dict]:
             entries = [f"{module}.__main__"]
             if item:
                 entries.append(f"stages.families.{item}.{FAMILY_ROLE[group]}")
+            if group == "params":   # it validates every family's sections with its config
+                entries += [f"stages.families.{f}.core.config" for f in _all_families()]
             deps = [text(d) for d in spec.get("deps", []) if d.startswith("stages")]
             name = f"{group}@{item}" if item else group
             out[name] = {"entries": entries, "deps": deps, "group": group}

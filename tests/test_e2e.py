@@ -55,7 +55,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 def retrained_classifier(families: list[str]) -> set[str]:
     """A new classifier reruns its train and every evaluate: the generative families' class
     accuracy is judged by it."""
-    return {"train@classifier"} | {f"evaluate@{family}" for family in families}
+    return {"params", "train@classifier"} | {f"evaluate@{family}" for family in families}
 
 
 def ran_stages(output: str) -> set[str]:
@@ -154,6 +154,8 @@ def test_kill_9_during_training_then_repro_resumes(project):
     data["train"]["classifier"]["epochs"] = 30  # long enough to be killed mid-way
     (project / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     resume = project / ".kiln/resume/classifier.pt"
+    model = project / "models/classifier/model.pt"
+    before = model.read_bytes()
     proc = subprocess.Popen(["dvc", "repro", "train@classifier"], cwd=project, env=stage_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
@@ -162,7 +164,36 @@ def test_kill_9_during_training_then_repro_resumes(project):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert resume.exists(), "training never wrote an epoch checkpoint"
+    # training stages its checkpoints under .kiln/: the output is the old model or none
+    # (DVC removed it before the run; dvc checkout brings it back), never a half-trained one
+    assert not model.exists() or model.read_bytes() == before
     done = run(["dvc", "repro"], project)
     assert "resuming after epoch" in done.stdout
     assert run(["dvc", "status"], project).stdout.strip().endswith("up to date.")
     assert not resume.exists()
+
+
+def test_going_back_to_old_params_restores_from_the_run_cache(project):
+    for lr in ("0.004", "0.006", "0.004"):
+        proc = run(["dvc", "exp", "run", "-S", f"train.classifier.lr={lr}"], project)
+    assert "train@classifier" not in ran_stages(proc.stdout)
+    assert "Stage 'train@classifier' is cached" in proc.stdout
+
+
+def test_a_typo_in_the_crawl_section_deletes_nothing(project):
+    params = project / "params.yaml"
+    good = params.read_text()
+    raw_files = sorted(p.name for p in (project / "data/raw").rglob("*"))
+    params.write_text(good.replace("crawl:\n", "crawl:\n  retires: 3\n", 1))
+    try:
+        proc = run(["dvc", "repro"], project, check=False)
+    finally:
+        params.write_text(good)
+    assert proc.returncode != 0 and "crawl.retires: unknown key" in proc.stdout + proc.stderr
+    assert sorted(p.name for p in (project / "data/raw").rglob("*")) == raw_files
+
+
+def test_rerunning_split_gives_the_same_bytes_and_nothing_downstream_changes(project):
+    run(["dvc", "repro", "-f", "-s", "split"], project)
+    status = run(["dvc", "status"], project).stdout
+    assert status.strip().endswith("up to date."), status

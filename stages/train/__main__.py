@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from stages.common.schema import to_dict
 from stages.families import family_module, load_family_params
 from stages.shared.runtime import pick_device, seed_everything, set_threads
 from stages.shared.training import RESUME_DIR, TRAIN_SECTIONS
+
+STAGING_DIR = Path(".kiln/staging")
 
 
 @dataclass
@@ -56,6 +59,30 @@ def fingerprint(params: Any, family: str, cfg: Any, inputs: list[Path]) -> str:
     for path in inputs:
         digest.update(sha256_file(path).encode())
     return digest.hexdigest()[:16]
+
+
+def staging_dir(family: str, resume_path: Path) -> Path:
+    """Where training writes its checkpoints: under .kiln/, never the output itself, so a
+    kill leaves models/<family> as DVC last recorded it (or absent, for dvc checkout to
+    restore), never a half-trained best epoch. A run that will resume keeps what it staged."""
+    staging = STAGING_DIR / family
+    if not resume_path.exists():
+        shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True, exist_ok=True)
+    return staging
+
+
+def publish(staging: Path, target: Path) -> None:
+    """Move the finished model folder into place in two renames (same file system)."""
+    if not (staging / "model.pt").is_file():
+        raise StageError(f"train: no checkpoint was written to {staging}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def parse_args(argv):
@@ -101,18 +128,19 @@ def main(argv=None) -> None:
     seed_everything(params.base.seed)
     cfg = params.train[args.family]
     extra = _extra_inputs(args.input)
+    resume_path = RESUME_DIR / f"{args.family}.pt"
     ctx = TrainContext(
         params=params, family=args.family, cfg=cfg, train_shard=args.train, val_shard=args.val,
-        model_dir=args.models / args.family, metrics_dir=args.metrics / args.family,
-        resume_path=RESUME_DIR / f"{args.family}.pt", device=pick_device(params.base.device),
+        model_dir=staging_dir(args.family, resume_path), metrics_dir=args.metrics / args.family,
+        resume_path=resume_path, device=pick_device(params.base.device),
         fingerprint=fingerprint(params, args.family, cfg, [args.train, args.val, *store_indexes(cfg, args.store),
                                                            *[p for p in extra.values() if p.is_file()]]),
         extra_inputs=extra, store_dir=args.store)
-    ctx.model_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     family_module(args.family, "train").train(ctx)
+    publish(ctx.model_dir, args.models / args.family)
     print(f"train@{args.family}: done in {time.perf_counter() - start:.1f}s on {ctx.device}; "
-          f"checkpoint {ctx.checkpoint_path}")
+          f"checkpoint {args.models / args.family / 'model.pt'}")
 
 
 if __name__ == "__main__":
