@@ -69,7 +69,9 @@ def test_dvc_repro_crawl_and_filter(tmp_path):
     assert metrics["demo"]["all"]["n"]["pot"] == sum(r["truth"]["kind"] == "pot" for r in rows) > 30
     assert json.loads((tmp_path / "models/filter/cascade.json").read_text())["ran"] == ["object"]
     lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]
-    assert set(lock) == {"crawl", "filter"} and "demo" in lock["crawl"]["params"]["params.yaml"]
+    assert set(lock) == {"params", "crawl", "filter"}
+    assert any(d["path"] == "data/params/crawl.json" for d in lock["crawl"]["deps"])
+    assert "demo" in json.loads((tmp_path / "data/params/crawl.json").read_text())
     again = run([sys.executable, "-m", "dvc", "repro", "filter"], tmp_path)
     assert "didn't change, skipping" in again or "up to date" in again
     assert "Running stage" not in again

@@ -34,7 +34,7 @@ def test_trunk_learns_slower_than_the_head_and_frozen_bn_keeps_its_statistics():
     net = TransferNet("resnet18", 2, HeadConfig(size=8), input_size=32)
     cfg = PhasesConfig(probe_epochs=0, head_epochs=0, unfreeze="last", blocks=2, lr_factor=0.5,
                        trunk_lr_factor=0.1, bn="frozen")
-    groups, phase = enter_phase(net, cfg, 0, 1e-2)
+    groups, _ = enter_phase(net, cfg, 0, 1e-2)
     assert [(g["name"], g["lr"]) for g in groups] == [("head", pytest.approx(5e-3)), ("trunk", pytest.approx(5e-4))]
     net.train()
     bns = [m for m in net.backbone.layer4.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -154,7 +154,7 @@ def trained(tmp_path_factory):
 
 
 def test_train_reads_the_store_logs_the_probe_first_and_records_the_preprocessing(trained):
-    root, ctx = trained
+    _, ctx = trained
     checkpoint = torch.load(ctx.checkpoint_path, weights_only=True)
     assert checkpoint["preprocess"]["crop"] == 32 and checkpoint["preprocess"]["resize"] == 37
     assert checkpoint["preprocess"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
@@ -258,3 +258,23 @@ def test_store_source_batches_at_the_input_size(tmp_path):
     assert all(torch.equal(a, b) for (a, _), (b, _) in zip(train, again)), "views must be a function of (seed, epoch)"
     evals = list(source.eval_batches(4))
     assert sum(len(y) for _, y in evals) == 10 and torch.equal(torch.cat([y for _, y in evals]), source.labels)
+
+
+# --- real photos (../shared/data/catsdogs, absent on a user's machine) ---------------------------------
+CATSDOGS = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared/data/catsdogs"
+
+
+@pytest.mark.skipif(not (CATSDOGS / "train").is_dir(), reason="needs ../shared/data/catsdogs")
+def test_real_photos_store_view_matches_what_classify_feeds(tmp_path):
+    """The store keeps a 256-px re-encode; classify decodes the original. Both cut the same
+    centre square, so the 224-px views agree up to resampling and JPEG noise."""
+    from stages.tools.classify import read_image
+
+    paths = [sorted((CATSDOGS / "train" / c).iterdir())[i] for c in ("cats", "dogs") for i in range(3)]
+    write_store(tmp_path, "val", [str(p) for p in paths], [0, 0, 0, 1, 1, 1], ["cats", "dogs"],
+                [f"{i:064x}" for i in range(6)])
+    (views, labels), = StoreSource(open_store(tmp_path, "val"), 224).eval_batches(8)
+    assert views.shape == (6, 3, 224, 224) and labels.tolist() == [0, 0, 0, 1, 1, 1]
+    for view, path in zip(views, paths):
+        direct = torch.from_numpy(read_image(path, 64, crop=224)).permute(2, 0, 1)
+        assert (view.float() - direct.float()).abs().mean() < 6.0, path

@@ -1,0 +1,1 @@
+"""params: the stage that validates params.yaml and writes what each stage reads."""

@@ -13,6 +13,7 @@ from stages.common.errors import run_stage
 
 # command -> module with a main(argv); the chain's stages in order, then the tools, for --help.
 COMMANDS = {
+    "params": "stages.params.__main__",
     "crawl": "stages.crawl.__main__",
     "filter": "stages.filter.__main__",
     "split": "stages.split.__main__",
