@@ -40,10 +40,15 @@ def stop_group_then_remove(profile: str) -> None:
     the profile behind ``rmtree``. The kill must spare the remover, so a child leaves
     the group first (the leader cannot: setsid fails for a group leader).
     """
-    group = os.getpgrp()
+    group, leader = os.getpgrp(), os.getpid()
     if os.fork():
         os._exit(0)
     os.setsid()
+    # wait until the leader has exited (we are re-parented): a kill sent before that would
+    # reach it too, and whoever started us would see it die of SIGKILL instead of exit 0
+    deadline = time.monotonic() + 2.0
+    while os.getppid() == leader and time.monotonic() < deadline:
+        time.sleep(0.005)
     try:
         os.killpg(group, signal.SIGKILL)
     except ProcessLookupError:
