@@ -177,7 +177,8 @@ def _to_tensor(img: Image.Image) -> torch.Tensor:
 
 def eval_image(img: Image.Image, image_size: int) -> torch.Tensor:
     """uint8 (3, S, S): the evaluation view of ``img`` (what classify and serve feed a backbone)."""
-    img = img.convert("RGB")
+    if img.mode != "RGB":   # _view has converted already: no second copy on the hot path
+        img = img.convert("RGB")
     box = _centre_box(img.width, img.height, image_size)
     return _to_tensor(img.resize((image_size, image_size), Image.Resampling.BILINEAR, box=box))
 
