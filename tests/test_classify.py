@@ -19,6 +19,7 @@ from stages.families.classifier.core import (
     build_model,
     load_classifier,
 )
+from stages.families.classifier.core import preset as preset_module
 from stages.families.dcgan.core.config import DCGANTrain
 from stages.shared.checkpoint import save_checkpoint
 from stages.shared.images import load_rgb
@@ -197,7 +198,7 @@ def test_pixel_bombs_are_refused_from_the_header_without_decoding(tmp_path, mode
     big = tmp_path / "data" / "bowl" / "big.png"              # over the 40M default, under Pillow's
     big.write_bytes(png_header(7000, 7000))
     decoded = []
-    monkeypatch.setattr(tool, "load_rgb", lambda path, size: decoded.append(str(path)) or load_rgb(path, size))
+    monkeypatch.setattr(preset_module, "load_rgb", lambda path, size: decoded.append(str(path)) or load_rgb(path, size))
     out_file = tmp_path / "predictions.jsonl"
     code, out, err = run([tmp_path / "data", "--model", model, "--out", out_file], capsys)
     assert code == 1
@@ -206,6 +207,7 @@ def test_pixel_bombs_are_refused_from_the_header_without_decoding(tmp_path, mode
     for bomb in (huge, big):
         named = [line for line in err if str(bomb) in line]
         assert len(named) == 1 and "refused before decoding, too many pixels" in named[0]
+    assert f"the header claims over {2 * Image.MAX_IMAGE_PIXELS} > --max-pixels 40000000" in " ".join(err)
     assert "7000x7000 > --max-pixels 40000000" in " ".join(err)
     assert not any("Traceback" in line for line in err)
 
@@ -249,3 +251,22 @@ def test_a_checkpoint_of_another_family_names_the_family(tmp_path, capsys):
     code, out, err = run([image, "--model", tmp_path / "old.pt"], capsys)
     assert code == 1 and len(err) == 1
     assert "not a classifier checkpoint" in err[0] and "params.yaml" not in err[0]
+
+
+def test_plain_files_continue_past_bad_ones_with_one_line_each(tmp_path, model, capsys):
+    """The issue's case: one unreadable file among good ones no longer aborts the batch."""
+    good = [save_image(tmp_path / "a.png", 1), save_image(tmp_path / "c.jpg", 3)]
+    garbage = tmp_path / "b.png"
+    garbage.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(png_header(30000, 30000))
+    missing = tmp_path / "gone.png"
+    code, out, err = run([good[0], garbage, huge, missing, good[1], "--model", model], capsys)
+    assert code == 1
+    assert [json.loads(line)["path"] for line in out.splitlines()] == list(map(str, good))
+    for bad, why in ((garbage, "not a readable image"), (huge, "refused before decoding, too many pixels"),
+                     (missing, "no such image file")):
+        assert [line for line in err if str(bad) in line] == [line for line in err if why in line]
+        assert len([line for line in err if str(bad) in line]) == 1
+    assert err[-1] == "kiln: error: 3 of 5 file(s) could not be classified (named above)"
+    assert not any("Traceback" in line for line in err)

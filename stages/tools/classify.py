@@ -2,12 +2,12 @@
 
 Labels come from the checkpoint's ``classes`` (the order the model was trained with),
 never from a directory listing: the decathlon API read them from an unsorted walk of
-the training folders and could mislabel every prediction. Images are prepared as
-evaluate@classifier scored them: a checkpoint that records ``preprocess`` (a backbone,
-trained on the image store) gets the store's eval view (EXIF orientation applied, shorter
-side resized to ``resize``, centre crop ``crop``; the model normalises itself); one
-without (bnconv) gets the split stage's letterbox (``images.load_rgb`` at the
-checkpoint's ``image_size``).
+the training folders and could mislabel every prediction. Images are prepared by the
+checkpoint's preset (stages/families/classifier/core/preset.py), the one evaluate@classifier,
+serve and export use: a checkpoint that records ``preprocess`` (a backbone, trained on the
+image store) gets the store's eval view (EXIF orientation applied, shorter side resized to
+``resize``, centre crop ``crop``; the model normalises itself); one without (bnconv) gets
+the split stage's letterbox (``images.load_rgb`` at the checkpoint's ``image_size``).
 
 Plain files (or a folder of them): one JSON object per file on stdout, the decathlon
 API's shape ``{"path", "success", "predictions": [{"label", "probability"}, ...]}``.
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,20 +35,22 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from stages.common.errors import StageError, run_stage
 from stages.common.io import write_jsonl
 from stages.common.schema import ParamsError, from_dict
-from stages.families.classifier.core import load_classifier
 from stages.families.classifier.core.config import ClassifierConfig
+from stages.families.classifier.core.preset import (
+    MAX_PIXELS,
+    ImageSource,
+    Preset,
+    classifier_from_checkpoint,
+    decode_view,
+)
 from stages.families.classifier.evaluate.report import classification_metrics
 from stages.shared.checkpoint import load_checkpoint
-from stages.shared.images import DECODE_ERRORS, load_rgb
-from stages.shared.store import EVAL_CROP_RATIO, eval_image
 
-MAX_PIXELS = 40_000_000   # the crawl's default (crawl.max_pixels): a bigger header is refused unread
 # What a folder walk counts as an image (other files, e.g. notes or .DS_Store, are not scored).
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 # First bytes of files people pass as --model by mistake, for a clearer refusal.
@@ -70,6 +71,7 @@ class Classifier:
     size: int            # the square the training shards were letterboxed to
     device: str
     crop: int = 0        # > 0: the eval view at this size (checkpoint "preprocess"), not the letterbox
+    preset: Preset | None = None   # how a file becomes the model's input (core/preset.py)
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
@@ -77,7 +79,8 @@ class Classifier:
         return F.softmax(self.model(self.preprocess(images.to(self.device))), dim=1).float().cpu()
 
 
-def _what_is(path: Path) -> str:
+def describe_file(path: Path) -> str:
+    """What a file that torch.load refused looks like, from its first bytes (export uses it too)."""
     with open(path, "rb") as fh:
         head = fh.read(8)
     if not head:
@@ -91,86 +94,59 @@ def _what_is(path: Path) -> str:
 def load_model(path: str | Path, device: str = "cpu") -> Classifier:
     """A kiln classifier checkpoint, or a one-line StageError saying what the file is instead."""
     path = Path(path)
+    checkpoint = read_classifier_checkpoint(path)
+    try:
+        model, classes, preprocess, preset = classifier_from_checkpoint(checkpoint, path, device)
+    except StageError:            # a RuntimeError too: already one line
+        raise
+    except RuntimeError as err:   # state dict and config disagree
+        first = str(err).strip().splitlines()[0]
+        raise StageError(f"{path}: damaged classifier checkpoint (weights do not fit its config: {first})") from None
+    crop = preset.crop if preset.view == "centre_crop" else 0
+    return Classifier(model, classes, preprocess, int(checkpoint.get("image_size", 64)), device, crop, preset)
+
+
+def read_classifier_checkpoint(path: Path, tool: str = "kiln classify") -> dict:
+    """The checkpoint dict of a kiln classifier (export and serve read it too), or a one-line
+    StageError saying what the file is instead: missing, not a checkpoint, another family."""
     if not path.is_file():
         raise StageError(f"{path}: no trained classifier (run train@classifier first)")
     try:
         checkpoint = load_checkpoint(path)
     except ValueError as err:
         cause = err.__cause__.__class__.__name__ if err.__cause__ else "ValueError"
-        raise StageError(f"{path}: not a kiln checkpoint ({_what_is(path)}; torch.load: {cause}); "
+        raise StageError(f"{path}: not a kiln checkpoint ({describe_file(path)}; torch.load: {cause}); "
                          "--model takes train@classifier's models/classifier/model.pt") from None
     if not isinstance(checkpoint, dict):
         raise StageError(f"{path}: not a kiln checkpoint (holds a {type(checkpoint).__name__}, not a "
                          "checkpoint dict); --model takes train@classifier's models/classifier/model.pt")
     family = checkpoint.get("family")
     if family is not None and family != "classifier":
-        raise StageError(f"{path}: a {family} checkpoint; kiln classify needs a classifier checkpoint "
+        raise StageError(f"{path}: a {family} checkpoint; {tool} needs a classifier checkpoint "
                          "(train@classifier writes models/classifier/model.pt)")
     missing = [k for k in ("model", "config", "classes") if k not in checkpoint]
     if missing:
         raise StageError(f"{path}: not a classifier checkpoint (no {', '.join(missing)}; keys: "
-                         f"{', '.join(map(str, sorted(checkpoint)))}); kiln classify needs one from train@classifier")
+                         f"{', '.join(map(str, sorted(checkpoint)))}); {tool} needs one from train@classifier")
     try:   # a checkpoint without "family" (older kiln) must at least hold a classifier's config
         from_dict(ClassifierConfig, checkpoint["config"], "config")
     except ParamsError as err:
         raise StageError(f"{path}: not a classifier checkpoint ({err.path}: {err.message.split(';')[0]}); "
-                         "a checkpoint of another family? kiln classify needs one from train@classifier") from None
+                         f"a checkpoint of another family? {tool} needs one from train@classifier") from None
     classes = checkpoint["classes"]
     if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes) or not classes:
         raise StageError(f"{path}: not a classifier checkpoint ('classes' is not a list of names)")
-    crop = view_crop(checkpoint.get("preprocess"), path)
-    try:
-        model, classes, preprocess = load_classifier(path, device)
-    except RuntimeError as err:   # state dict and config disagree
-        first = str(err).strip().splitlines()[0]
-        raise StageError(f"{path}: damaged classifier checkpoint (weights do not fit its config: {first})") from None
-    return Classifier(model, classes, preprocess, int(checkpoint.get("image_size", 64)), device, crop)
-
-
-def view_crop(view, path: Path) -> int:
-    """The eval view's crop size from a checkpoint's ``preprocess`` record (0: none recorded).
-    Only the store's view (resize = crop / 0.875) exists; anything else is refused, not guessed."""
-    if view is None:
-        return 0
-    crop = view.get("crop") if isinstance(view, dict) else None
-    if not isinstance(crop, int) or crop < 1 or view.get("resize") != round(crop / EVAL_CROP_RATIO):
-        raise StageError(f"{path}: unsupported 'preprocess' record {view!r} (expected resize = "
-                         f"round(crop / {EVAL_CROP_RATIO}), as train@classifier writes)")
-    return crop
+    return checkpoint
 
 
 # --- the images --------------------------------------------------------------------
-def _eval_view(path: str | Path, crop: int) -> np.ndarray:
-    """(crop, crop, 3) uint8: the image store's eval view of a photo, orientation as the store's."""
-    with Image.open(path) as img:
-        view = eval_image(ImageOps.exif_transpose(img).convert("RGB"), crop)
-    return view.permute(1, 2, 0).numpy()
-
-
-def read_image(path: str | Path, size: int, max_pixels: int = MAX_PIXELS, crop: int = 0) -> np.ndarray:
-    """(size, size, 3) uint8 via the one decode (``load_rgb``), or with ``crop`` the eval view
-    (crop, crop, 3); a file whose header claims more than ``max_pixels`` is refused before any
-    pixel is decoded. Failures: a one-line StageError."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:       # parses the header only
-                width, height = img.size
-    except FileNotFoundError:
-        raise StageError(f"{path}: no such image file") from None
-    except Image.DecompressionBombError as err:  # over Pillow's own hard limit (2 x MAX_IMAGE_PIXELS)
-        raise StageError(f"{path}: refused before decoding, too many pixels ({err})") from None
-    except DECODE_ERRORS as err:
-        raise StageError(f"{path}: not a readable image ({err.__class__.__name__})") from None
-    if width * height > max_pixels:
-        raise StageError(f"{path}: refused before decoding, too many pixels "
-                         f"({width}x{height} > --max-pixels {max_pixels})")
-    try:
-        return _eval_view(path, crop) if crop else load_rgb(path, size)
-    except FileNotFoundError:
-        raise StageError(f"{path}: no such image file") from None
-    except DECODE_ERRORS as err:  # truncated or corrupt pixel data
-        raise StageError(f"{path}: not a readable image ({err.__class__.__name__})") from None
+def read_image(source: ImageSource, size: int, max_pixels: int = MAX_PIXELS, crop: int = 0,
+               name: str | None = None) -> np.ndarray:
+    """(size, size, 3) uint8, the letterbox (``load_rgb``), or with ``crop`` the eval view
+    (crop, crop, 3): the preset's decode (core/preset.py) of a path, bytes or a binary file
+    object. A header claiming more than ``max_pixels`` is refused before any pixel is decoded.
+    Failures: a one-line StageError starting with ``name`` (default: the path, or "image")."""
+    return decode_view(source, "centre_crop" if crop else "letterbox", crop or size, max_pixels, name)
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -231,7 +207,8 @@ def _score(items, clf, max_pixels, batch_size, errors, bar) -> Iterator[Scored]:
         arrays, kept = [], []
         for path, label in items[start:start + batch_size]:
             try:
-                arrays.append(read_image(path, clf.size, max_pixels, clf.crop))
+                arrays.append(clf.preset.pixels(path, max_pixels) if clf.preset is not None
+                              else read_image(path, clf.size, max_pixels, clf.crop))
                 kept.append((path, label))
             except StageError as err:
                 if errors is None:

@@ -51,11 +51,15 @@ def make_preprocess(device: torch.device, cfg: ClassifierConfig | None = None):
     return preprocess
 
 
-def load_classifier(path, device: torch.device | str = "cpu"):
-    """(model in eval mode, class names in training order, preprocess) from a kiln checkpoint."""
-    checkpoint = load_checkpoint(path, device)
+def model_from_checkpoint(checkpoint: dict, device: torch.device | str = "cpu"):
+    """(model in eval mode, class names in training order, preprocess) from a checkpoint dict."""
     cfg = from_dict(ClassifierConfig, checkpoint["config"], "checkpoint.config")
     model = build_model(cfg, len(checkpoint["classes"]))
     model.load_state_dict(checkpoint["model"])
     model.to(device, memory_format=torch.channels_last).eval()
     return model, list(checkpoint["classes"]), make_preprocess(torch.device(device), cfg)
+
+
+def load_classifier(path, device: torch.device | str = "cpu"):
+    """(model in eval mode, class names in training order, preprocess) from a kiln checkpoint."""
+    return model_from_checkpoint(load_checkpoint(path, device), device)
