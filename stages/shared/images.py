@@ -19,6 +19,10 @@ DECODE_ERRORS = (OSError, ValueError, UnidentifiedImageError, Image.Decompressio
 def load_rgb(source: str | Path | BinaryIO, size: int) -> np.ndarray:
     """Decode an image to (size, size, 3) uint8, letterboxing to keep the aspect ratio."""
     with Image.open(source) as img:
+        # A JPEG decodes straight from its DCT at 1/2, 1/4 or 1/8 scale (Pillow's draft), kept
+        # at least twice the target so the bilinear shrink below still averages: what
+        # thumbnail() itself would do, had convert() not decoded the full image first.
+        img.draft("RGB", (2 * size, 2 * size))
         img = img.convert("RGB")
         img.thumbnail((size, size), Image.Resampling.BILINEAR)
         canvas = Image.new("RGB", (size, size), _border_colour(img))
