@@ -332,3 +332,37 @@ def test_page_in_chromium_writes_labels_the_filter_then_trains_on(tmp_path):
         output = server.communicate(timeout=30)[0]
     assert f"decisions for filter 'object' go to {FOLDER}/keep and {FOLDER}/reject" in output
     assert "Traceback" not in output
+
+
+def test_kiln_serve_review_serves_the_page_beside_the_classifier(tmp_path):
+    """`kiln serve --review`: one server, /classify and /review, from the repo root."""
+    import torch
+
+    from stages.common.schema import to_dict
+    from stages.families.classifier.core import ClassifierConfig, build_model
+    from stages.shared.checkpoint import save_checkpoint
+
+    rows = tiny_repo(tmp_path)
+    cfg = ClassifierConfig(widths=[4, 8], hidden=[8])
+    save_checkpoint(tmp_path / "model.pt", {"family": "classifier", "model": build_model(cfg, 2).state_dict(),
+                                            "config": to_dict(cfg), "classes": ["bowl", "vase"], "image_size": 32})
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "stages.tools.serve", "--review", "--model", "model.pt",
+                             "--port", str(port)], cwd=tmp_path, env=stage_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, state = time.monotonic() + 120, None
+        while state is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                state = httpx.get(f"http://127.0.0.1:{port}/review/api/state", timeout=5)
+            except httpx.TransportError:
+                time.sleep(0.3)
+        assert state is not None and state.status_code == 200, proc.stdout.read() if proc.poll() is not None else ""
+        image = (tmp_path / rows[0]["path"]).read_bytes()
+        answer = httpx.post(f"http://127.0.0.1:{port}/classify", files={"img": ("x.png", image)}, timeout=30)
+        assert answer.status_code == 200 and {p["label"] for p in answer.json()["predictions"]} == {"bowl", "vase"}
+        page = httpx.get(f"http://127.0.0.1:{port}/review", timeout=10)
+        assert page.status_code == 200 and "kiln review" in page.text
+    finally:
+        proc.kill()
+        proc.wait()

@@ -20,19 +20,26 @@ client stalled over ``--read-timeout`` seconds, a malformed request, a wrong met
 Modules: main (command line, socket, uvicorn), app (routes, errors), batcher (cross-request
 batching), limits (size/time limits), protocol (uvicorn's h11 with header timeouts and JSON
 errors), backends (torch, onnx), schemas (response shapes). Other pages join the same server
-through ``create_app(..., routers=[router])`` or ``serve(args, routers=[router])``.
+through ``create_app(..., routers=[router])`` or ``serve(args, routers=[router])``; ``--review``
+mounts kiln review's page (stages/tools/review) at /review.
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 # Idle OpenMP threads sleep rather than spin: passes come between decodes, and a spinning
 # intra-op pool took ~60 ms of CPU per image from the decoders on 2 cores (10x the work).
 # libgomp reads this when torch loads it, so it is set before anything here imports torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from stages.tools.serve.main import parse_args, serve  # noqa: E402 (after the environment)
+from stages.tools.review.router import review_router  # noqa: E402 (after the environment)
+from stages.tools.serve.main import parse_args, serve  # noqa: E402
 
 
 def main(argv=None) -> None:
-    serve(parse_args(argv, __doc__.splitlines()[0]))
+    args = parse_args(argv, __doc__.splitlines()[0])
+    routers = []
+    if args.review:   # the review page on the same server, with kiln review's defaults
+        routers.append(review_router(Path.cwd()))
+    serve(args, routers=routers)

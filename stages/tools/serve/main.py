@@ -36,6 +36,8 @@ def parse_args(argv, doc: str) -> argparse.Namespace:
     add("--body-timeout", type=float, default=defaults.body_timeout, help="seconds a whole body may take")
     add("--max-active", type=int, default=defaults.max_active, help="requests in flight before 503")
     add("--access-log", action="store_true", help="one line per request on stdout")
+    add("--review", action="store_true", help="also serve kiln review's page at /review (needs the crawl, "
+        "data/raw/manifest.jsonl; kiln review --help for its own options)")
     args = parser.parse_args(argv)
     for name in ("max_batch", "threads", "decode_threads", "max_bytes", "max_pixels", "max_files", "max_active"):
         if getattr(args, name) < 1:
