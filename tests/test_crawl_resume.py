@@ -63,14 +63,15 @@ def our_chromium(tmp: Path) -> list[str]:
 
 
 @pytest.mark.browser
-def test_sigkill_at_random_points_then_rerun(tmp_path):
+@pytest.mark.parametrize("browsers", [1, 2])    # 2: a kill can land while both sessions search
+def test_sigkill_at_random_points_then_rerun(tmp_path, browsers):
     make_corpus(tmp_path / "demo", per_class=40)
     short_tmp = tempfile.mkdtemp(prefix="kc-", dir="/tmp")
     (tmp_path / "t").write_text(short_tmp)
     write_params(tmp_path / "params.yaml", {
         "queries": [{"term": "bowl", "class": "bowl", "count": 100},
                     {"term": "vase", "class": "vase", "count": 100}],
-        "concurrency": 2, "per_host_concurrency": 2, "per_host_rate": 0, "backoff_s": 0.05,
+        "concurrency": 2, "per_host_concurrency": 2, "per_host_rate": 0, "backoff_s": 0.05, "browsers": browsers,
         "local": {"slow_fraction": 0.5, "slow_s": 0.15, "error_fraction": 0.05,
                   "flaky_fraction": 0.1, "redirect_fraction": 0.1, "wrong_type_fraction": 0.05}})
     began = time.monotonic()

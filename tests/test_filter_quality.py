@@ -115,3 +115,28 @@ def test_duplicate_keeper_prefers_a_clean_larger_copy(tmp_path):
     reasons, details = quality_reasons([measure(p, cfg.analysis_size) for p in paths], cfg)
     assert reasons == [["near_duplicate"], []]
     assert details[0]["duplicate_of"] == 1
+
+
+def test_pixel_scores_equal_the_plain_formulas():
+    """The channel reductions are computed on contiguous planes for speed: the values must be
+    exactly those of the plain (h, w, 3) formulas."""
+    from stages.filter.quality import BRIGHTNESS_WEIGHTS, _pixel_scores
+    for seed in range(3):
+        rgb = np.asarray(scene(97, 61, seed=seed)).astype(np.float64) / 255.0
+        brightness = np.sqrt((rgb ** 2) @ BRIGHTNESS_WEIGHTS)
+        low, high = np.percentile(rgb.reshape(-1, 3), [0.5, 99.5], axis=0)
+        scores = _pixel_scores(rgb)
+        assert scores["bright_high"] == np.percentile(brightness, 99)
+        assert scores["bright_low"] == np.percentile(brightness, 5)
+        assert scores["contrast"] == (high - low).max()
+        assert scores["colour_spread"] == np.percentile((rgb.max(axis=2) - rgb.min(axis=2)) * 255.0, 99)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 12288])
+def test_percentiles_are_numpys_bit_for_bit(n):
+    """The lean percentile gives np.percentile's exact values, ties and ends included."""
+    from stages.filter.quality import percentiles
+    rng = np.random.default_rng(n)
+    for values in (rng.random(n), rng.integers(0, 256, n) / 255.0):
+        q = [0, 0.5, 5, 50, 99, 99.5, 100]
+        assert np.array_equal(percentiles(values.copy(), q), np.percentile(values, q))

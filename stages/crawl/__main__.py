@@ -17,10 +17,13 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import queue
 import shutil
 import sys
+import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from stages.common.errors import StageError, run_stage
@@ -42,7 +45,7 @@ from stages.demo.config import Demo, check_demo_classes
 
 # Knobs that change speed, not which images a crawl finds: a resumed run may differ in them.
 SPEED_KNOBS = ("concurrency", "per_host_concurrency", "per_host_rate", "scroll_wait_s",
-               "page_load_timeout_s", "load_images")
+               "page_load_timeout_s", "load_images", "browsers")
 
 
 # Items in progress per request slot: the others wait out backoffs or decode meanwhile.
@@ -125,17 +128,47 @@ def _search(driver, engine: EngineDef, query, crawl: Crawl, keys: UrlKeys) -> di
             "stopped": found.stopped}
 
 
-def search_all(journal: Journal, engine: EngineDef, crawl: Crawl, keys: UrlKeys) -> None:
-    """Run the searches the journal does not hold yet (no browser at all if none)."""
-    from tqdm import tqdm
+def _browse(todo: queue.SimpleQueue, stop: threading.Event, record, engine: EngineDef, crawl: Crawl,
+            keys: UrlKeys) -> None:
+    """One browser session: search pending terms until none is left or another session failed."""
+    try:
+        with open_browser(crawl) as driver:
+            while not stop.is_set():
+                try:
+                    query = todo.get_nowait()
+                except queue.Empty:
+                    return
+                record(_search(driver, engine, query, crawl, keys))
+    except BaseException:
+        stop.set()           # the other sessions stop after their current term
+        raise
 
+
+def search_all(journal: Journal, engine: EngineDef, crawl: Crawl, keys: UrlKeys) -> None:
+    """Run the searches the journal does not hold yet on up to ``crawl.browsers`` browsers at
+    once, each taking the next pending term (no browser at all if none)."""
+    from tqdm import tqdm
 
     pending = [q for q in crawl.queries if (q.term, q.cls) not in journal.searches]
     if not pending:
         return
-    with open_browser(crawl) as driver:
-        for query in tqdm(pending, desc="search", unit="query"):
-            journal.append(_search(driver, engine, query, crawl, keys))
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    for query in pending:
+        todo.put(query)
+    lock, stop = threading.Lock(), threading.Event()
+    sessions = min(crawl.browsers, len(pending))
+    with tqdm(total=len(pending), desc="search", unit="query") as bar:
+        def record(search: dict) -> None:
+            with lock:       # one writer at a time on the journal
+                journal.append(search)
+                bar.update(1)
+
+        if sessions == 1:
+            _browse(todo, stop, record, engine, crawl, keys)
+            return
+        with ThreadPoolExecutor(sessions, thread_name_prefix="browser") as pool:
+            for running in [pool.submit(_browse, todo, stop, record, engine, crawl, keys) for _ in range(sessions)]:
+                running.result()
 
 
 def pending_jobs(journal: Journal, keys: UrlKeys) -> list[tuple[str, str]]:

@@ -92,6 +92,7 @@ class Crawl:
     backoff_s: float = field(default=0.5, metadata=bounds(ge=0))
     max_redirects: int = field(default=5, metadata=bounds(ge=0, le=20))
     concurrency: int = field(default=8, metadata=bounds(ge=1, le=256))
+    browsers: int = field(default=1, metadata=bounds(ge=1, le=16))    # Chromium sessions searching terms at once
     per_host_concurrency: int = field(default=8, metadata=bounds(ge=1, le=256))
     # requests/s per host; 0 = no limit (the local engine is loopback): ~2 for public hosts
     per_host_rate: float = field(default=0.0, metadata=bounds(ge=0))

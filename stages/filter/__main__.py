@@ -43,7 +43,8 @@ from stages.filter.outputs import (
     save_sheets,
     write_filtered,
 )
-from stages.filter.quality import ImageStats, measure, quality_reasons, split_ranks
+from stages.filter.measure_pool import measure_all
+from stages.filter.quality import ImageStats, quality_reasons, split_ranks
 from stages.shared.images import load_images
 from stages.shared.manifest import read_manifest
 from stages.shared.runtime import pick_device, seed_everything, set_threads
@@ -163,8 +164,9 @@ def heldout_scores(truth: list[np.ndarray], probs: list[np.ndarray], fcfg) -> di
     return scores
 
 
-def measure_all(rows: list[dict], analysis_size: int) -> list[ImageStats]:
-    return [measure(row["path"], analysis_size) for row in tqdm(rows, desc="filter: quality", leave=False)]
+def measure_rows(rows: list[dict], quality) -> list[ImageStats]:
+    """Every row's quality scores, on ``quality.workers`` processes (the same for any count)."""
+    return measure_all([row["path"] for row in rows], quality.analysis_size, quality.draft, quality.workers)
 
 
 def apply_cascade(runs: list[FilterRun], rows: list[dict], alive: np.ndarray,
@@ -230,7 +232,7 @@ def main(argv=None) -> None:
     device = pick_device(params.base.device)
 
     start = time.perf_counter()
-    stats = measure_all(rows, cfg.quality.analysis_size)
+    stats = measure_rows(rows, cfg.quality)
     reasons, details = quality_reasons(stats, cfg.quality, split_ranks(rows))
     quality_s = time.perf_counter() - start
     examples = {name: labelled_examples(cfg.filters[name], rows, stats) for name in cfg.cascade}

@@ -2,7 +2,10 @@
 
 ``measure(path)`` decodes an image once and returns the scores every check needs
 (``ImageStats``); ``quality_reasons(stats, cfg)`` turns a whole collection's scores
-into rejection reasons per image. Per-image checks compare one score with a
+into rejection reasons per image. The scores are taken on a thumbnail of at most
+``analysis_size`` px, so a JPEG is decoded DCT-scaled (Pillow's ``draft``: 1/2, 1/4 or
+1/8 of its size, never below the thumbnail); sizes come from the header, and identical
+pixels (exact duplicates) are confirmed by a full decode of the few candidates only. Per-image checks compare one score with a
 threshold from params; odd size compares with the collection's median; exact and
 near duplicates compare images with each other and keep one per group (of rows a
 source put in splits, the copy in the most protected one: a near duplicate of a val
@@ -11,6 +14,7 @@ or test image must never train).
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +36,9 @@ ALL_CHECKS = ("corrupt", "too_small", "odd_aspect", "odd_size", "dark", "light",
 BRIGHTNESS_WEIGHTS = np.array([0.241, 0.691, 0.068])
 LOSSLESS_FORMATS = {"PNG", "BMP", "TIFF", "GIF", "PPM"}
 THUMB, THUMB_MARGIN = 32, 1   # near-duplicate verification: 32 px colour thumbnail, +-1 px shifts
+# exact-duplicate candidates: phashes this close (identical pixels decoded in full and
+# DCT-scaled gave phashes 0-4 bits apart on 1,800 real photos), then a full decode decides
+EXACT_CANDIDATE_BITS = 10
 SPLIT_RANK = {"train": 0, "val": 1, "test": 2}   # a row's ``split`` (folder trees): higher keeps its copy
 
 
@@ -47,10 +54,12 @@ class ImageStats:
     contrast: float = 0.0       # widest 99.5th - 0.5th percentile range of R, G or B, 0..1 (low information when low)
     sharpness: float = 0.0      # std of the Laplacian over std of the grey image
     colour_spread: float = 0.0  # 99th percentile of max-min over RGB channels, 0..255
-    pixel_hash: str = ""        # sha256 of size + decoded RGB pixels
+    pixel_hash: str = ""        # sha256 of size + fully decoded RGB pixels: filled only for exact-duplicate candidates
     phash: str = ""             # 64-bit perceptual hash, 16 hex digits
     lossless: bool = False      # PNG/BMP/TIFF/GIF: preferred over a lossy copy of itself
     thumb: np.ndarray | None = field(default=None, repr=False)  # (T+2M, T+2M, 3) uint8, for verifying
+    path: str = ""              # the file, decoded again in full only to confirm an exact duplicate
+    decode_scale: int = 1       # 1: decoded at full size; 2, 4, 8: a JPEG decoded DCT-scaled (draft)
 
 
 def decode(path: str | Path) -> tuple[Image.Image, str]:
@@ -60,22 +69,45 @@ def decode(path: str | Path) -> tuple[Image.Image, str]:
         return img.convert("RGB"), img.format or ""
 
 
-def measure(path: str | Path, analysis_size: int) -> ImageStats:
+def draft_request(width: int, height: int, analysis_size: int) -> tuple[int, int]:
+    """The smallest decoded size that loses nothing the checks look at: the analysis thumbnail
+    (rounded up) and the near-duplicate thumbnail, never more than the image itself."""
+    ratio = min(analysis_size / width, analysis_size / height, 1.0)
+    side = THUMB + 2 * THUMB_MARGIN
+    return (min(width, max(math.ceil(width * ratio), side)), min(height, max(math.ceil(height * ratio), side)))
+
+
+def decode_for_checks(path: str | Path, analysis_size: int, draft: bool) -> tuple[Image.Image, str, tuple[int, int]]:
+    """Decode as RGB, a JPEG DCT-scaled when ``draft`` (libjpeg still reads every byte, so a
+    truncated file still fails); returns the image, its format and the header's full size."""
+    with Image.open(path) as img:
+        full_size, fmt = img.size, img.format or ""
+        if draft and fmt == "JPEG":
+            img.draft("RGB", draft_request(*full_size, analysis_size))
+        img.load()
+        return img.convert("RGB"), fmt, full_size
+
+
+def measure(path: str | Path, analysis_size: int, draft: bool = True) -> ImageStats:
     """Decode ``path`` and compute every score; never raises for a bad image."""
     try:
-        img, fmt = decode(path)
+        img, fmt, (width, height) = decode_for_checks(path, analysis_size, draft)
     except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as err:
-        return ImageStats(error=f"{err.__class__.__name__}: {err}".splitlines()[0][:200])
-    full = np.asarray(img)                                     # (H, W, 3) uint8
-    pixel_hash = hashlib.sha256(f"{img.width}x{img.height}:".encode() + full.tobytes()).hexdigest()
+        return ImageStats(error=f"{err.__class__.__name__}: {err}".splitlines()[0][:200], path=str(path))
     small = img.copy()
     small.thumbnail((analysis_size, analysis_size), Image.Resampling.BILINEAR)
     rgb = np.asarray(small).astype(np.float64) / 255.0         # (h, w, 3) in 0..1
     # the whole frame squashed to a fixed square undoes a rescaled copy's change of size
     side = THUMB + 2 * THUMB_MARGIN
     thumb = np.asarray(img.resize((side, side), Image.Resampling.BOX))
-    return ImageStats(width=img.width, height=img.height, pixel_hash=pixel_hash, phash=phash_hex(img),
-                      lossless=fmt in LOSSLESS_FORMATS, thumb=thumb, **_pixel_scores(rgb))
+    return ImageStats(width=width, height=height, phash=phash_hex(img), lossless=fmt in LOSSLESS_FORMATS,
+                      thumb=thumb, path=str(path), decode_scale=round(width / img.width), **_pixel_scores(rgb))
+
+
+def full_pixel_hash(path: str | Path) -> str:
+    """sha256 of size + every decoded RGB pixel: equal only for identical pictures."""
+    img, _ = decode(path)
+    return hashlib.sha256(f"{img.width}x{img.height}:".encode() + img.tobytes()).hexdigest()
 
 
 def _pixel_scores(rgb: np.ndarray) -> dict:
@@ -84,16 +116,36 @@ def _pixel_scores(rgb: np.ndarray) -> dict:
     grey = rgb @ np.array([0.299, 0.587, 0.114])               # (h, w), ITU-R 601 luma
     counts = np.bincount(np.clip(grey * 255, 0, 255).astype(np.int64).ravel(), minlength=256)
     prob = counts[counts > 0] / counts.sum()
-    spread = (rgb.max(axis=2) - rgb.min(axis=2)) * 255.0
+    # channel planes, contiguous: numpy reduces a length-3 last axis ~20x slower than it
+    # combines three planes (same values, exact either way)
+    planes = np.moveaxis(rgb, 2, 0).reshape(3, -1)              # (3, h*w), a contiguous copy
+    red, green, blue = planes
+    spread = (np.maximum(np.maximum(red, green), blue) - np.minimum(np.minimum(red, green), blue)) * 255.0
     # contrast in any channel counts: isoluminant text or shapes on a coloured ground
     # carry information that a grey-only range misses
-    low, high = np.percentile(rgb.reshape(-1, 3), [0.5, 99.5], axis=0)     # (3,), (3,)
-    return {"bright_high": float(np.percentile(brightness, 99)),
-            "bright_low": float(np.percentile(brightness, 5)),
+    low, high = np.array([percentiles(plane, [0.5, 99.5]) for plane in planes]).T    # (3,), (3,)
+    bright_low, bright_high = percentiles(brightness.ravel(), [5, 99])
+    return {"bright_high": float(bright_high),
+            "bright_low": float(bright_low),
             "entropy": float(-(prob * np.log2(prob)).sum()),
             "contrast": float((high - low).max()),
             "sharpness": _sharpness(grey),
-            "colour_spread": float(np.percentile(spread, 99))}
+            "colour_spread": float(percentiles(spread, [99])[0])}
+
+
+def percentiles(values: np.ndarray, q: list[float]) -> np.ndarray:
+    """``np.percentile(values, q)`` of a 1-D float array without NaNs (method linear), the same
+    bits, without its ~80 us of per-call overhead (five calls were a fifth of an image's cost)."""
+    n = values.size
+    virtual = (n - 1) * (np.asarray(q, dtype=np.float64) / 100)     # where the quantile sits in sorted order
+    lower = np.floor(virtual).astype(np.intp)
+    upper = np.minimum(lower + 1, n - 1)
+    gamma = virtual - lower
+    ordered = np.partition(values, np.unique(np.concatenate([lower, upper])))
+    below, above = ordered[lower], ordered[upper]
+    step = above - below
+    # numpy's lerp: from the nearer end, so gamma 1 gives ``above`` exactly
+    return np.where(gamma >= 0.5, above - step * (1 - gamma), below + step * gamma)
 
 
 def _sharpness(grey: np.ndarray) -> float:
@@ -175,18 +227,42 @@ def duplicate_groups(stats: list[ImageStats], max_distance: int | None,
                      min_correlation: float | None = None) -> list[int]:
     """Group id per image: identical pixels (max_distance None), or phash within max_distance
     (and, when min_correlation is given, thumbnails that correlate at least that much)."""
-    ok = [i for i, s in enumerate(stats) if s.error is None]
     if max_distance is None:
-        first: dict[str, int] = {}
-        pairs = [(first.setdefault(stats[i].pixel_hash, i), i) for i in ok]
-        pairs = np.array([p for p in pairs if p[0] != p[1]], dtype=np.int64).reshape(-1, 2)
+        pairs = identical_pairs(stats, phash_pairs(stats, EXACT_CANDIDATE_BITS))
     else:
-        hashes = hex_to_uint64([stats[i].phash for i in ok])
-        local = HammingIndex(hashes, max_distance).pairs() if ok else np.zeros((0, 2), np.int64)
-        pairs = np.array(ok, dtype=np.int64)[local] if len(local) else np.zeros((0, 2), np.int64)
+        pairs = phash_pairs(stats, max_distance)
         if min_correlation is not None and len(pairs):
             pairs = verified_pairs(stats, pairs, min_correlation)
     return union_find_groups(len(stats), pairs)
+
+
+def phash_pairs(stats: list[ImageStats], max_distance: int) -> np.ndarray:
+    """(P, 2) indices of decodable images whose perceptual hashes differ in <= max_distance bits."""
+    ok = [i for i, s in enumerate(stats) if s.error is None]
+    local = HammingIndex(hex_to_uint64([stats[i].phash for i in ok]), max_distance).pairs() if ok else []
+    return np.array(ok, dtype=np.int64)[local] if len(local) else np.zeros((0, 2), np.int64)
+
+
+def identical_pairs(stats: list[ImageStats], candidates: np.ndarray) -> np.ndarray:
+    """The candidate pairs of the same size whose full decodes are identical pixel for pixel.
+
+    Only candidates are decoded again in full (the scores came from a reduced decode), and
+    each at most once: its ``pixel_hash`` is kept."""
+    same_size = [(stats[i].width, stats[i].height) == (stats[j].width, stats[j].height) for i, j in candidates]
+    candidates = candidates[np.array(same_size, dtype=bool)] if len(candidates) else candidates
+    for i in np.unique(candidates):
+        if not stats[i].pixel_hash:
+            stats[i].pixel_hash = _full_pixel_hash_or_own(stats[i], int(i))
+    equal = [stats[i].pixel_hash == stats[j].pixel_hash for i, j in candidates]
+    return candidates[np.array(equal, dtype=bool)] if len(candidates) else candidates
+
+
+def _full_pixel_hash_or_own(stats: ImageStats, index: int) -> str:
+    """The full decode's pixel hash; a marker equal to no other when the file no longer decodes."""
+    try:
+        return full_pixel_hash(stats.path)
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
+        return f"undecodable #{index}"
 
 
 def split_ranks(rows: list[dict]) -> list[int]:
