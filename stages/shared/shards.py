@@ -81,11 +81,20 @@ def load_shard(path: str | Path) -> Shard:
 
 
 def iterate_batches(shard: Shard, batch_size: int, *, shuffle: bool,
-                    generator: torch.Generator | None = None,
-                    drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield (images uint8 (B,3,H,W), labels (B,), fields (B,F)) straight from memory."""
-    n = len(shard)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+                    generator: torch.Generator | None = None, drop_last: bool = False,
+                    rank: int = 0, world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield (images uint8 (B,3,H,W), labels (B,), fields (B,F)) straight from memory.
+
+    Rank ``rank`` of ``world`` takes every world-th sample of the (seeded) order, as the
+    image store's ``load_batches`` does: every rank draws the same permutation, and with
+    per-rank batches of B / world the ranks' k-th batches together are one process's k-th
+    batch of B. Shuffled (training), the last ``n % world`` are left out, so ranks step in
+    lockstep; in order (evaluation), every sample goes to exactly one rank."""
+    order = torch.randperm(len(shard), generator=generator) if shuffle else torch.arange(len(shard))
+    if world > 1:
+        order = order[:len(order) - len(order) % world] if shuffle else order
+        order = order[rank::world]
+    n = len(order)
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         idx = order[start:start + batch_size]

@@ -25,6 +25,9 @@ COMMANDS = {
     "serve": "stages.tools.serve",
     "generate": "stages.tools.generate",
     "classify": "stages.tools.classify",
+    "export": "stages.tools.export",
+    "review": "stages.tools.review.__main__",   # keep/reject crawled images into a filter's labels.folder
+    "sweep": "stages.tools.sweep",   # queue hpo's next points as dvc experiments (dvc queue start)
 }
 
 

@@ -7,6 +7,11 @@ hashes) matches, so a changed learning rate never continues a stale run.
 
 The shards are what bnconv and the generative families train on; a classifier backbone
 reads the full-resolution image store (``--store``, the split stage's data/split/full).
+
+``train.<family>.nproc`` > 1 (a family whose train package sets ``DISTRIBUTED``): the stage
+replaces itself with torchrun running this same command on N processes
+(stages/shared/distributed.py); rank 0 prepares the staging folder, writes every
+checkpoint and publishes the model; the others train their share of each batch.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import argparse
 import hashlib
 import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +31,15 @@ from stages.common.errors import StageError, run_stage
 from stages.common.io import sha256_file
 from stages.common.schema import to_dict
 from stages.families import family_module, load_family_params
+from stages.shared.distributed import (
+    SINGLE,
+    World,
+    barrier,
+    init_world,
+    relaunch,
+    shutdown,
+    under_torchrun,
+)
 from stages.shared.runtime import pick_device, seed_everything, set_threads
 from stages.shared.training import RESUME_DIR, TRAIN_SECTIONS
 
@@ -45,6 +60,7 @@ class TrainContext:
     fingerprint: str
     extra_inputs: dict[str, Path]  # family-specific inputs named on the command line
     store_dir: Path = Path("data/split/full")   # image store: train/val at full resolution
+    world: World = SINGLE    # data-parallel rank and size (torchrun); rank 0 alone writes
 
     @property
     def checkpoint_path(self) -> Path:
@@ -118,29 +134,54 @@ def store_indexes(cfg: Any, store: Path) -> list[Path]:
     return [p for p in (store / "train.json", store / "val.json") if p.is_file()]
 
 
+def _launch_ranks(family: str, cfg: Any, argv: list[str]) -> None:
+    """Re-launch through torchrun when the config asks for several processes and this is
+    not a torchrun worker already (then it never returns)."""
+    nproc = getattr(cfg, "nproc", 1)
+    if nproc > 1 and not under_torchrun():
+        if not getattr(family_module(family, "train"), "DISTRIBUTED", False):
+            raise StageError(f"train@{family}: nproc {nproc}, but this family trains in one process only")
+        relaunch(nproc, "stages.train", argv)
+
+
+def _context(args, params, cfg, world: World, device: torch.device) -> TrainContext:
+    extra = _extra_inputs(args.input)
+    resume_path = RESUME_DIR / f"{args.family}.pt"
+    inputs = [args.train, args.val, *store_indexes(cfg, args.store), *[p for p in extra.values() if p.is_file()]]
+    # rank 0 alone reads and writes the resume file, so it alone hashes the inputs; the
+    # others never write into the staging folder, so only rank 0 clears it
+    return TrainContext(
+        params=params, family=args.family, cfg=cfg, train_shard=args.train, val_shard=args.val,
+        model_dir=staging_dir(args.family, resume_path) if world.main else STAGING_DIR / args.family,
+        metrics_dir=args.metrics / args.family, resume_path=resume_path, device=device,
+        fingerprint=fingerprint(params, args.family, cfg, inputs) if world.main else "",
+        extra_inputs=extra, store_dir=args.store, world=world)
+
+
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     params = load_family_params(args.params, args.family, ("train",), TRAIN_SECTIONS)
     for path in (args.train, args.val):
         if not path.is_file():
             raise StageError(f"{path}: missing input shard (run the split/augment stages first)")
+    cfg = params.train[args.family]
+    _launch_ranks(args.family, cfg, argv)
+    world, device = init_world(pick_device(params.base.device))
+    if world.distributed and not getattr(family_module(args.family, "train"), "DISTRIBUTED", False):
+        raise StageError(f"train@{args.family}: this family trains in one process only; run it without torchrun")
     set_threads(params.base.threads)
     seed_everything(params.base.seed)
-    cfg = params.train[args.family]
-    extra = _extra_inputs(args.input)
-    resume_path = RESUME_DIR / f"{args.family}.pt"
-    ctx = TrainContext(
-        params=params, family=args.family, cfg=cfg, train_shard=args.train, val_shard=args.val,
-        model_dir=staging_dir(args.family, resume_path), metrics_dir=args.metrics / args.family,
-        resume_path=resume_path, device=pick_device(params.base.device),
-        fingerprint=fingerprint(params, args.family, cfg, [args.train, args.val, *store_indexes(cfg, args.store),
-                                                           *[p for p in extra.values() if p.is_file()]]),
-        extra_inputs=extra, store_dir=args.store)
+    ctx = _context(args, params, cfg, world, device)
     start = time.perf_counter()
     family_module(args.family, "train").train(ctx)
-    publish(ctx.model_dir, args.models / args.family)
-    print(f"train@{args.family}: done in {time.perf_counter() - start:.1f}s on {ctx.device}; "
-          f"checkpoint {args.models / args.family / 'model.pt'}")
+    barrier(world)   # every rank done before rank 0 moves the model into place
+    if world.main:
+        publish(ctx.model_dir, args.models / args.family)
+        print(f"train@{args.family}: done in {time.perf_counter() - start:.1f}s on {ctx.device}"
+              f"{f' x {world.size} processes' if world.distributed else ''}; "
+              f"checkpoint {args.models / args.family / 'model.pt'}")
+    shutdown(world)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,9 @@ class ClassifierConfig:
     phases: PhasesConfig = field(default_factory=PhasesConfig)
     class_weights: Literal["split", "none", "balanced"] = "split"   # split: split.class_weights
     use_hpo: bool = False    # apply hpo@classifier's best params (train --input best_params=PATH)
+    # processes training data-parallel (DDP) on this machine; > 1: the stage re-launches
+    # itself through torchrun, each process a batch_size / nproc share of every batch
+    nproc: int = field(default=1, metadata=bounds(ge=1, le=1024))
 
     def validate(self, path: str) -> None:
         if self.arch != "bnconv" and self.arch not in ARCHS:
@@ -49,6 +52,8 @@ class ClassifierConfig:
             raise ParamsError(f"{path}.widths", f"must be a non-empty list of positive ints (got {self.widths})")
         if any(h < 1 for h in self.hidden):
             raise ParamsError(f"{path}.hidden", f"must be positive ints (got {self.hidden})")
+        if self.batch_size % self.nproc:
+            raise ParamsError(f"{path}.nproc", f"must divide batch_size {self.batch_size} (got {self.nproc})")
 
 
 @dataclass
