@@ -47,7 +47,7 @@ def test_trains_and_evaluates(workdir):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     import json
-    metrics = json.loads((workdir / "eval/classifier/metrics.json").read_text())
+    metrics = json.loads((workdir / "eval/classifier/metrics.json").read_text())["classifier"]
     assert metrics["accuracy"] >= 0.8
     assert (workdir / "eval/classifier/plots/confusion.png").is_file()
     assert not (workdir / ".kiln/resume/classifier.pt").exists()  # removed once finished

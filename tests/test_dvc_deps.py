@@ -1,6 +1,7 @@
 """dvc.yaml's code deps are the stages' import closures: no module missing, none extra.
 
-A stage's entry is the module its ``cmd`` runs (``python -m stages.X`` -> stages.X.__main__);
+A stage's entry is the module its ``cmd`` runs (``python -m stages.X`` -> stages.X.__main__,
+``python -m stages.X.y`` -> stages.X.y);
 a family stage also runs ``stages.families.<item>.<role>`` (the registry imports it by name:
 train and hpo the train role, evaluate the evaluate role), and the params stage every
 family's ``core.config``. A declared folder counts as every
@@ -8,6 +9,7 @@ family's ``core.config``. A declared folder counts as every
 """
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -43,8 +45,8 @@ def stage_instances() -> dict[str, dict]:
         spec = body.get("do", body)
         for item in items:
             text = lambda s: s.replace("${item}", item) if item else s   # noqa: E731
-            module = re.search(r"python -m (stages\.\w+)", spec["cmd"]).group(1)
-            entries = [f"{module}.__main__"]
+            module = re.search(r"python -m (stages[\w.]+)", spec["cmd"]).group(1)
+            entries = [f"{module}.__main__" if module_path(f"{module}.__main__") else module]
             if item:
                 entries.append(f"stages.families.{item}.{FAMILY_ROLE[group]}")
             if group == "params":   # it validates every family's sections with its config
@@ -107,3 +109,36 @@ def test_dvcignore_keeps_bytecode_and_editor_files_out_of_hashes():
     patterns = (ROOT / ".dvcignore").read_text().split()
     for needed in ("__pycache__/", "*.pyc", "*.swp", "*~"):
         assert needed in patterns
+
+
+def test_only_the_uses_file_carries_other_models_into_an_evaluation():
+    """evaluate@<family> depends on its own model and data/uses/<family>.json, never on another
+    family's model: a new classifier must not rerun evaluate@vae."""
+    evaluate = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["evaluate"]["do"]
+    models = [d for d in evaluate["deps"] if d.startswith("models/")]
+    assert models == ["models/${item}"] and "data/uses/${item}.json" in evaluate["deps"]
+    assert "--uses data/uses/${item}.json" in evaluate["cmd"]
+
+
+def test_the_uses_stage_hashes_what_each_evaluation_reads(tmp_path, monkeypatch):
+    from stages.common.errors import StageError
+    from stages.evaluate.uses import check_uses, main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models/classifier").mkdir(parents=True)
+    (tmp_path / "models/classifier/model.pt").write_bytes(b"weights")
+    evaluate = {"classifier": {"misclassified": 8}, "dcgan": {"classifier": "classifier"}, "vae": {}}
+    params = tmp_path / "uses.json"
+    params.write_text(json.dumps({"families": ["classifier", "dcgan", "vae"], "evaluate": evaluate}))
+    main(["--params", str(params), "--models", "models", "--out", "uses"])
+    assert json.loads((tmp_path / "uses/vae.json").read_text()) == {}
+    assert json.loads((tmp_path / "uses/classifier.json").read_text()) == {}
+    dcgan = json.loads((tmp_path / "uses/dcgan.json").read_text())
+    assert list(dcgan) == ["models/classifier/model.pt"]
+    check_uses(tmp_path / "uses/dcgan.json")
+    (tmp_path / "models/classifier/model.pt").write_bytes(b"retrained")   # changed after uses ran
+    with pytest.raises(StageError, match="changed since"):
+        check_uses(tmp_path / "uses/dcgan.json")
+    params.write_text(json.dumps({"families": ["dcgan"], "evaluate": evaluate}))
+    with pytest.raises(StageError, match="'classifier' is not in families"):
+        main(["--params", str(params), "--models", "models", "--out", "uses"])

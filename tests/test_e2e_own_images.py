@@ -106,6 +106,6 @@ def test_the_backbone_trains_and_evaluates_at_its_own_size(project):
     checkpoint = load_checkpoint(project / "models/classifier/model.pt")
     assert checkpoint["config"]["arch"] == "mobilenet_v3_small"
     assert checkpoint["preprocess"]["crop"] == 48
-    metrics = json.loads((project / "metrics/eval/classifier/metrics.json").read_text())
+    metrics = json.loads((project / "metrics/eval/classifier/metrics.json").read_text())["classifier"]
     summary = json.loads((project / "data/split/summary.json").read_text())
     assert metrics["images"] == sum(summary["counts"]["test"].values())

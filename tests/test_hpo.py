@@ -168,7 +168,7 @@ def test_sigkill_then_rerun_continues_and_train_uses_best_params(workdir, monkey
     assert f"4 calls ({len(finished)} resumed)" in capsys.readouterr().out
     trials = json.loads(log.read_text())["trials"]
     assert trials[:len(finished)] == finished and len(trials) == 4
-    metrics = json.loads((workdir / "metrics/hpo/classifier/metrics.json").read_text())
+    metrics = json.loads((workdir / "metrics/hpo/classifier/metrics.json").read_text())["classifier"]["hpo"]
     best = json.loads((workdir / "models/hpo/classifier/best_params.json").read_text())
     assert metrics["n_calls"] == 4 and best["params"] == metrics["best_params"]
     assert max(t["val_accuracy"] for t in trials) == metrics["best"]

@@ -1,6 +1,7 @@
-"""evaluate@<family>: python -m stages.evaluate <family> --test T.pt --store DIR --models DIR --out DIR.
+"""evaluate@<family>: python -m stages.evaluate <family> --test T.pt --store DIR --models DIR --uses F --out DIR.
 
-Writes ``<out>/<family>/metrics.json`` (DVC metrics) and plots/pictures under
+Writes ``<out>/<family>/metrics.json`` (DVC metrics, under the family's name:
+``{"<family>": {...}}``) and plots/pictures under
 ``<out>/<family>/`` (DVC plots); the family decides what it measures. A classifier
 backbone scores the image store's test split (``--store``) at its own input size.
 """
@@ -16,6 +17,7 @@ import torch
 
 from stages.common.errors import StageError, run_stage
 from stages.common.io import write_json
+from stages.evaluate.uses import check_uses
 from stages.families import family_module, load_family_params
 from stages.shared.runtime import pick_device, seed_everything, set_threads
 
@@ -48,6 +50,8 @@ def parse_args(argv):
     parser.add_argument("--store", type=Path, default=Path("data/split/full"),
                         help="image store whose test split a classifier backbone is scored on")
     parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--uses", type=Path, help="the uses stage's <family>.json: other models this "
+                        "evaluation reads, checked against their recorded sha256")
     parser.add_argument("--out", type=Path, default=Path("metrics/eval"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser.parse_args(argv)
@@ -64,6 +68,8 @@ def main(argv=None) -> None:
         raise StageError(f"{args.test}: missing test shard (run the split stage first)")
     if args.train is not None and not args.train.is_file():
         raise StageError(f"{args.train}: missing training shard (run the split stage first)")
+    if args.uses is not None:
+        check_uses(args.uses)
     set_threads(params.base.threads)
     seed_everything(params.base.seed)
     ctx = EvalContext(params=params, family=args.family, cfg=params.evaluate.get(args.family),
@@ -74,7 +80,7 @@ def main(argv=None) -> None:
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     metrics = family_module(args.family, "evaluate").evaluate(ctx)
-    write_json(ctx.out_dir / "metrics.json", metrics)
+    write_json(ctx.out_dir / "metrics.json", {args.family: metrics})   # dvc exp show: <family>.<name>
     shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
     print(f"evaluate@{args.family}: {shown} ({time.perf_counter() - start:.1f}s)")
 

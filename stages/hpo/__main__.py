@@ -100,7 +100,7 @@ def write_outputs(trials: list[dict], hpo: HpoConfig, family: str, cfg: Any, out
                                                  "params": best["params"], "config": to_dict(best_cfg)})
     write_text(out_dir / "trials.csv", trials_table(trials, names, hpo.score))
     plot_convergence(trials, hpo.score, out_dir / "convergence.png")
-    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / "metrics.json", {family: {"hpo": metrics}})   # dvc exp show: <family>.hpo.<name>
     return metrics
 
 
@@ -130,7 +130,7 @@ def pass_through(family: str, out_dir: Path, model_dir: Path, reason: str) -> No
     write_json(model_dir / "best_params.json", {"family": family, "params": {}, "skipped": reason})
     write_text(out_dir / "trials.csv", "call,score,best_score\n")
     plot_convergence([], "accuracy", out_dir / "convergence.png")
-    write_json(out_dir / "metrics.json", {"n_calls": 0})
+    write_json(out_dir / "metrics.json", {family: {"hpo": {"n_calls": 0}}})
     print(f"hpo@{family}: nothing to search ({reason})")
 
 

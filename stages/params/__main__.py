@@ -42,6 +42,7 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
     "hpo@{f}": ("base", "augment.online", "split.class_weights", "hpo.{f}"),
     "train@{f}": ("base", "augment.online", "split.class_weights", "train.{f}"),
     "evaluate@{f}": ("base", "evaluate.{f}"),
+    "uses": ("families", "evaluate"),   # which other models each evaluation reads
 }
 
 

@@ -8,7 +8,6 @@ its checkpoint records the eval preprocessing (``preprocess``) for classify and 
 from __future__ import annotations
 
 import torch
-from dvclive import Live
 
 from stages.common.errors import StageError
 from stages.common.schema import to_dict
@@ -21,11 +20,14 @@ from stages.shared.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from stages.shared.distributed import broadcast
+from stages.shared.live import FamilyLive
 from stages.shared.overrides import apply_best_params
 from stages.shared.shards import load_shard
 from stages.shared.store import open_store
 
 _fresh_state = fresh_state   # the name bench/transfer_mobilenet.py imports
+DISTRIBUTED = True           # train(ctx) runs data-parallel under torchrun (train.classifier.nproc)
 
 
 # --- data ------------------------------------------------------------------------
@@ -55,21 +57,23 @@ def _load_stores(ctx, model) -> tuple[StoreSource, StoreSource]:
 
 # --- resume and logging ------------------------------------------------------------
 def _start_state(ctx, model, generator) -> tuple[dict, dict | None]:
-    """Fresh bookkeeping, or the killed run's (model and RNGs restored; optimizer state returned)."""
-    state = load_resume(ctx.resume_path, ctx.fingerprint)
+    """Fresh bookkeeping, or the killed run's (model and RNGs restored; optimizer state returned).
+    Data-parallel, rank 0 reads the resume file (it alone writes it) and sends it to the others."""
+    state = broadcast(load_resume(ctx.resume_path, ctx.fingerprint) if ctx.world.main else None, ctx.world)
     if state is None:
         return fresh_state(), None
     model.load_state_dict(state["model"])
     generator.set_state(state["generator"])
     set_rng_state(state["rng"])
     done = f"epoch {state['epoch']}" if state["epoch"] else "the probe"
-    print(f"train@classifier: resuming after {done} from {ctx.resume_path}")
+    if ctx.world.main:
+        print(f"train@classifier: resuming after {done} from {ctx.resume_path}")
     kept = {k: state.get(k, v) for k, v in fresh_state().items()}
     return kept, {"optimizer": state["optimizer"], "schedule": state["schedule"]}
 
 
 def _open_live(ctx, history: list[dict]):
-    live = Live(dir=str(ctx.metrics_dir), save_dvc_exp=False, dvcyaml=None)
+    live = FamilyLive("classifier", dir=str(ctx.metrics_dir))
     for row in history:  # DVC removed the old logs with the outputs: replay them
         for name, value in row.items():
             live.log_metric(name, value)
@@ -95,6 +99,14 @@ def _checkpoint(ctx, cfg, model, classes, epoch: int, row: dict) -> dict:
     return payload
 
 
+def _own_dropout_draws(ctx, epoch: int) -> None:
+    """Data-parallel: every rank started from the same seed (the same initial model) and the
+    same restored RNG; from here each draws its own dropout masks, or the ranks' halves of a
+    batch would share them. Seeded by (seed, rank, epoch): a resumed run draws them again."""
+    if ctx.world.distributed:
+        torch.manual_seed(hash((ctx.params.base.seed, ctx.world.rank, epoch)) % 2**63)
+
+
 # --- the stage -----------------------------------------------------------------------
 def _effective_config(ctx):
     """ctx.cfg, with hpo@classifier's best params over it when ``use_hpo`` is on."""
@@ -114,10 +126,13 @@ def train(ctx) -> None:
     model = model.to(device, memory_format=torch.channels_last)
     train_data, val_data = _load_shards(ctx) if cfg.arch == "bnconv" else _load_stores(ctx, model)
     where = "" if cfg.arch == "bnconv" else f"; {model.input_size}px views of {ctx.store_dir}"
-    print(f"train@classifier: {cfg.arch}, {note}{where}")
+    ranks = f"; {ctx.world.size} processes (DDP)" if ctx.world.distributed else ""
+    if ctx.world.main:
+        print(f"train@classifier: {cfg.arch}, {note}{where}{ranks}")
     generator = torch.Generator().manual_seed(ctx.params.base.seed)
     state, resumed = _start_state(ctx, model, generator)
-    live = _open_live(ctx, state["history"])
+    _own_dropout_draws(ctx, state["epoch"])
+    live = _open_live(ctx, state["history"]) if ctx.world.main else None   # rank 0 alone logs
 
     def on_epoch(epoch, row, improved, optimizer, schedule):
         for name, value in row.items():
@@ -133,7 +148,9 @@ def train(ctx) -> None:
             "generator": generator.get_state(), "rng": rng_state()})
 
     state = fit(cfg, model, train_data, val_data, params=ctx.params, device=device, generator=generator,
-                state=state, resumed=resumed, on_epoch=on_epoch)
+                state=state, resumed=resumed, on_epoch=on_epoch if ctx.world.main else None, world=ctx.world)
+    if not ctx.world.main:
+        return   # rank 0 alone writes checkpoints, logs and the resume file
     live.log_metric("best/val_loss", state["best_val_loss"], plot=False)
     live.log_metric("best/val_accuracy", state["best_val_accuracy"], plot=False)
     live.log_metric("best/epoch", state["best_epoch"], plot=False)

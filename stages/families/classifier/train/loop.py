@@ -12,11 +12,18 @@ import warnings
 
 import torch
 
+from stages.common.errors import StageError
 from stages.families.classifier.core import make_preprocess
-from stages.families.classifier.core.data import as_source
+from stages.families.classifier.core.data import as_source, for_rank
 from stages.families.classifier.core.finetune import enter_phase, phase_at, phase_span
-from stages.families.classifier.core.fit import make_optimizer, make_schedule, predict, score, train_epoch
+from stages.families.classifier.core.fit import (
+    make_optimizer,
+    make_schedule,
+    train_epoch,
+)
 from stages.families.classifier.train.probe import run_probe
+from stages.families.classifier.train.ranks import reduce_epoch, score_over_ranks
+from stages.shared.distributed import SINGLE, World, data_parallel, sync_buffers
 from stages.shared.rebalance import balanced_class_weights
 
 # validation batches: bnconv's 64-px shards as they always were; 224-px views are 12x bigger
@@ -74,11 +81,12 @@ def record(cfg, state: dict, row: dict, epoch: int) -> bool:
     return improved
 
 
-def _probe(cfg, model, train, val, state, *, device, generator, weights, on_epoch) -> None:
+def _probe(cfg, model, train, val, state, *, device, generator, weights, on_epoch, world) -> None:
     """The head fit on cached trunk features: step 0 of the log, a checkpoint candidate."""
     if cfg.arch == "bnconv" or cfg.phases.probe_epochs == 0 or state["probed"] or state["epoch"] > 0:
         return
-    row = run_probe(model, train, val, cfg, device=device, generator=generator, class_weights=weights)
+    row = run_probe(model, train, val, cfg, device=device, generator=generator, class_weights=weights,
+                    world=world)
     state["probed"] = True
     improved = record(cfg, state, row, 0)
     if on_epoch is not None:
@@ -91,37 +99,60 @@ def _epoch_row(result, val_loss: float, val_acc: float, optimizer) -> dict:
             "images_per_second": result.images_per_second}
 
 
+def rank_batch_size(batch_size: int, world: World) -> int:
+    """Each rank's share of a batch: ``batch_size`` stays the batch one step averages over,
+    so the learning rate and schedule mean what they mean on one process."""
+    if batch_size % world.size:
+        raise StageError(f"train.classifier.batch_size {batch_size} does not split over {world.size} processes")
+    return batch_size // world.size
+
+
+def _start_phase(cfg, model, epoch: int, steps: int, resumed: dict | None):
+    """Optimizer and schedule for ``epoch``'s phase, a killed run's state loaded when its
+    phase is the one continuing."""
+    optimizer, schedule = optimizer_for(cfg, model, epoch, steps)
+    if (resumed is not None and resumed.get("optimizer") is not None and epoch > 0
+            and _phase(cfg, model, epoch - 1) == _phase(cfg, model, epoch)):
+        optimizer.load_state_dict(resumed["optimizer"])
+        schedule.load_state_dict(resumed["schedule"])
+    return optimizer, schedule
+
+
 def fit(cfg, model, train_data, val_data, *, params, device, generator, state: dict,
-        resumed: dict | None = None, on_epoch=None) -> dict:
+        resumed: dict | None = None, on_epoch=None, world: World = SINGLE) -> dict:
     """Probe (backbones), then train from ``state['epoch']`` to ``cfg.epochs`` (or early stop).
 
     ``train_data``/``val_data``: Sources (core/data.py) or shards. The optimizer is rebuilt
     whenever the fine-tuning phase changes; ``resumed`` holds a killed run's optimizer and
     schedule state, loaded when its phase is the one continuing. ``on_epoch(epoch, row,
     improved, optimizer, schedule)`` logs and checkpoints (epoch -1: the probe, no optimizer).
+    Data-parallel (``world``): each rank trains on its share of every batch through DDP and
+    scores its share of val; rows and checkpoint choices are the same on every rank.
     """
-    train, val = as_source(train_data, params.augment.online, device), as_source(val_data)
-    steps = max(1, len(train) // cfg.batch_size)
+    batch = rank_batch_size(cfg.batch_size, world)
+    train = for_rank(as_source(train_data, params.augment.online, device), world.rank, world.size)
+    val = for_rank(as_source(val_data), world.rank, world.size)
+    steps = max(1, len(train) // world.size // batch)
     preprocess = make_preprocess(device, cfg)
     weights = class_weights(cfg, params, train.labels, len(train.classes), device)
-    _probe(cfg, model, train, val, state, device=device, generator=generator, weights=weights, on_epoch=on_epoch)
+    _probe(cfg, model, train, val, state, device=device, generator=generator, weights=weights, on_epoch=on_epoch,
+           world=world)
     optimizer = phase = None
     for epoch in range(state["epoch"], cfg.epochs):
         if optimizer is None or _phase(cfg, model, epoch) != phase:
-            optimizer, schedule = optimizer_for(cfg, model, epoch, steps)
-            if (resumed is not None and resumed.get("optimizer") is not None and epoch > 0
-                    and _phase(cfg, model, epoch - 1) == _phase(cfg, model, epoch)):
-                optimizer.load_state_dict(resumed["optimizer"])
-                schedule.load_state_dict(resumed["schedule"])
+            optimizer, schedule = _start_phase(cfg, model, epoch, steps, resumed)
             if phase is not None:
                 state["bad_epochs"] = 0   # a new phase is a new fit: patience starts over
             phase, resumed = _phase(cfg, model, epoch), None
-        result = train_epoch(model, train.train_batches(epoch, cfg.batch_size, generator), preprocess=preprocess,
+            net = data_parallel(model, world, device)   # after (un)freezing: DDP reduces what trains now
+        result = train_epoch(net, train.train_batches(epoch, batch, generator), preprocess=preprocess,
                              optimizer=optimizer, schedule=schedule, device=device, class_weights=weights,
                              label_smoothing=cfg.label_smoothing, precision=cfg.precision)
-        val_loss, val_acc = score(predict(model, val, preprocess=preprocess, device=device, precision=cfg.precision,
-                                          batch_size=PREDICT_BATCH["bnconv" if cfg.arch == "bnconv" else "backbone"]),
-                                  val.labels)
+        result = reduce_epoch(result, world, device)
+        sync_buffers(model, world)
+        val_loss, val_acc = score_over_ranks(model, val, preprocess=preprocess, device=device, precision=cfg.precision,
+                                             batch_size=PREDICT_BATCH["bnconv" if cfg.arch == "bnconv" else "backbone"],
+                                             world=world)
         row = _epoch_row(result, val_loss, val_acc, optimizer)
         improved = record(cfg, state, row, epoch + 1)
         state["epoch"] = epoch + 1
@@ -129,6 +160,7 @@ def fit(cfg, model, train_data, val_data, *, params, device, generator, state: d
             on_epoch(epoch, row, improved, optimizer, schedule)
         if cfg.patience and state["bad_epochs"] >= cfg.patience:
             measure = "val-loss" if cfg.arch == "bnconv" else "val-accuracy"
-            print(f"train@classifier: early stop, no {measure} improvement for {cfg.patience} epochs")
+            if world.main:
+                print(f"train@classifier: early stop, no {measure} improvement for {cfg.patience} epochs")
             break
     return state
