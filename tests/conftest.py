@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -95,3 +96,11 @@ def key_line(path: Path, dotted: str) -> int:
 @pytest.fixture
 def repo_params() -> dict:
     return load_repo_params()
+
+
+def copy_pipeline(root: Path) -> None:
+    """What a kiln checkout runs `dvc repro` with: the stages, dvc.yaml and the labels folder
+    (the filter stage's dep, where kiln review writes)."""
+    shutil.copytree(REPO / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    shutil.copytree(REPO / "labels", root / "labels")

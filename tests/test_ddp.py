@@ -5,7 +5,6 @@ resume. The rank-sharding of the data order is tested without processes."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -16,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import REPO, stage_env
+from tests.conftest import copy_pipeline, stage_env
 from tests.test_e2e import ran_stages, run, tiny_params
 
 EPOCHS = 30
@@ -40,8 +39,7 @@ def ddp_params() -> dict:
 
 def make_project(root: Path, data: dict) -> Path:
     """A git + DVC repo of kiln's stages on ``data``, the chain run once and committed."""
-    shutil.copytree(REPO / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    copy_pipeline(root)
     (root / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     (root / ".gitignore").write_text("/.kiln/\n__pycache__/\n")
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "test@kiln"],

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, key_line, stage_env
+from tests.conftest import REPO, copy_pipeline, key_line, stage_env
 
 pytestmark = pytest.mark.e2e
 
@@ -67,8 +66,7 @@ def ran_stages(output: str) -> set[str]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("kiln-e2e")
-    shutil.copytree(REPO / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    copy_pipeline(root)
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     (root / ".gitignore").write_text("/.kiln/\n__pycache__/\n")
     run(["git", "init", "-q"], root)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw
 
-from tests.conftest import REPO
+from tests.conftest import REPO, copy_pipeline
 from tests.test_e2e import ran_stages, run
 
 pytestmark = pytest.mark.e2e
@@ -65,8 +64,7 @@ def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("kiln-own")
     photos = tmp_path_factory.mktemp("photos")
     write_photos(photos, {"train": 24, "val": 10})
-    shutil.copytree(REPO / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    copy_pipeline(root)
     (root / "params.yaml").write_text(yaml.safe_dump(own_images_params(photos), sort_keys=False))
     (root / ".gitignore").write_text("/.kiln/\n__pycache__/\n")
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@kiln"], ["git", "config", "user.name", "t"],

@@ -33,8 +33,8 @@ from pathlib import Path
 # libgomp reads this when torch loads it, so it is set before anything here imports torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from stages.tools.review.router import review_router  # noqa: E402 (after the environment)
-from stages.tools.serve.main import parse_args, serve  # noqa: E402
+from stages.tools.review.router import review_router  # (after the environment)
+from stages.tools.serve.main import parse_args, serve
 
 
 def main(argv=None) -> None:
