@@ -101,7 +101,7 @@ def main() -> None:
                 continue
             start = time.perf_counter()
             evaluate_stage.main([family, "--test", str(paths["test"]), "--train", str(paths["train"])])
-            metrics = json.loads(Path(f"metrics/eval/{family}/metrics.json").read_text())
+            metrics = json.loads(Path(f"metrics/eval/{family}/metrics.json").read_text())[family]
             print(f"BENCH {family}: evaluate {time.perf_counter() - start:.1f}s, metrics "
                   + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}), flush=True)
 

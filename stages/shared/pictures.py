@@ -33,26 +33,46 @@ def to_pil(image: torch.Tensor | np.ndarray) -> Image.Image:
 
 def image_grid(images: Sequence, ncol: int, *, captions: Sequence[str] | None = None,
                tile: int = 96, pad: int = 4, caption_lines: int = 1,
-               row_titles: Sequence[str] | None = None) -> Image.Image:
-    """Tiles (upscaled to ``tile`` px) in rows of ``ncol``, with optional captions and row titles."""
+               row_titles: Sequence[str] | None = None, col_titles: Sequence[str] | None = None,
+               title: str | None = None) -> Image.Image:
+    """Tiles (upscaled to ``tile`` px) in rows of ``ncol``, with optional captions, row titles,
+    column titles (a header line above the first row) and a title line above everything."""
     font = _font()
     caption_h = (14 * caption_lines + 2) if captions else 0
     title_w = 90 if row_titles else 0
+    top = (16 if title else 0) + (14 if col_titles else 0)
     nrow = max(1, -(-len(images) // ncol))
     width = title_w + ncol * (tile + pad) + pad
-    height = nrow * (tile + caption_h + pad) + pad
+    height = top + nrow * (tile + caption_h + pad) + pad
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((pad, 2), title, fill=(0, 0, 0), font=font)
+    for col, text in enumerate(col_titles or []):
+        draw.text((title_w + pad + col * (tile + pad), top - 14), text, fill=(0, 0, 0), font=font)
     for i, image in enumerate(images):
         row, col = divmod(i, ncol)
         x = title_w + pad + col * (tile + pad)
-        y = pad + row * (tile + caption_h + pad)
+        y = top + pad + row * (tile + caption_h + pad)
         canvas.paste(to_pil(image).resize((tile, tile), Image.Resampling.NEAREST), (x, y))
         if captions:
             draw.multiline_text((x, y + tile + 1), captions[i], fill=(0, 0, 0), font=font, spacing=1)
-    for row, title in enumerate(row_titles or []):
-        draw.text((pad, pad + row * (tile + caption_h + pad) + tile // 2 - 6), title, fill=(0, 0, 0), font=font)
+    for row, text in enumerate(row_titles or []):
+        draw.text((pad, top + pad + row * (tile + caption_h + pad) + tile // 2 - 6), text, fill=(0, 0, 0), font=font)
     return canvas
+
+
+def labelled_grid(images: torch.Tensor, ncol: int, *, tile: int = 0, **labels) -> Image.Image:
+    """image_grid of generated images (uint8, or float in [-1, 1]) at ``tile`` px (0: their own
+    size, at least 64); ``labels``: image_grid's captions, row_titles, col_titles, title, caption_lines."""
+    uint8 = to_uint8(images)
+    return image_grid(list(uint8), ncol, tile=tile or max(64, uint8.shape[-1]), **labels)
+
+
+def side_by_side(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """Interleave two equally long image batches: left[0], right[0], left[1], ... (2N, 3, H, W) uint8."""
+    pairs = torch.stack([to_uint8(left), to_uint8(right)], dim=1)      # (N, 2, 3, H, W)
+    return pairs.flatten(0, 1)
 
 
 def save_png(image: Image.Image, path: str | Path) -> Path:

@@ -165,9 +165,9 @@ def base_payload(ctx, classes: list[str], epoch: int) -> dict[str, Any]:
 # --- dvclive ----------------------------------------------------------------------
 def open_live(ctx, resumed: bool):
     """A dvclive logger writing into ctx.metrics_dir, appending when the run resumed."""
-    from dvclive import Live
+    from stages.shared.live import FamilyLive
 
-    return Live(dir=str(ctx.metrics_dir), resume=resumed, save_dvc_exp=False, dvcyaml=None)
+    return FamilyLive(ctx.family, dir=str(ctx.metrics_dir), resume=resumed)
 
 
 class EpochTimer:

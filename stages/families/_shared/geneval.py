@@ -14,6 +14,7 @@ from stages.families._shared.genmetrics import (
     ssim,
 )
 from stages.shared.featnets import PooledEmbedding, embed, resolve_network
+from stages.shared.pictures import labelled_grid, side_by_side, to_uint8
 from stages.shared.weights import weights_present
 
 
@@ -54,11 +55,64 @@ def reconstruction_metrics(images: torch.Tensor, recon: torch.Tensor) -> dict[st
             "recon_ssim": ssim(recon, x).mean().item()}
 
 
+NEIGHBOUR_SIZE = 32   # px at which nearest neighbours are searched: layout and colour, not noise
+
+
+def nearest_neighbours(queries: torch.Tensor, bank: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """For (N,3,S,S) queries and (M,3,S',S') bank images (uint8, or float in [-1, 1]), the index of
+    the closest bank image and the RMS pixel distance to it (pixels in [0, 1], both at
+    NEIGHBOUR_SIZE px): (N,) long, (N,) float."""
+    flat = lambda x: genbase.resize_uint8(to_uint8(x), NEIGHBOUR_SIZE).float().div(255).flatten(1)   # noqa: E731
+    keys = flat(bank)
+    index, distance = [], []
+    for start in range(0, len(queries), batch):
+        d = torch.cdist(flat(queries[start:start + batch]), keys) / keys.shape[1] ** 0.5
+        best = d.min(dim=1)
+        index.append(best.indices), distance.append(best.values)
+    return torch.cat(index), torch.cat(distance)
+
+
+def memorisation(samples: torch.Tensor, held_out: torch.Tensor, train: torch.Tensor) -> dict[str, float]:
+    """How close samples sit to their nearest training image, against held-out real images.
+
+    ``nn_distance_ratio`` = median sample->train distance / median held-out->train distance:
+    ~1 when samples are as novel as unseen real images, well below 1 when they copy training images.
+    """
+    sample_d = nearest_neighbours(samples, train)[1].median().item()
+    held_d = nearest_neighbours(held_out, train)[1].median().item()
+    return {"nn_distance": sample_d, "nn_distance_held_out": held_d, "nn_distance_ratio": sample_d / max(held_d, 1e-12)}
+
+
 def balanced_pick(labels: torch.Tensor, n: int) -> torch.Tensor:
     """Up to n indices taking classes in turn (shards are often sorted by class)."""
     per_class = [(labels == c).nonzero().flatten().tolist() for c in labels.unique().tolist()]
     picked = [i for group in zip(*per_class) for i in group]
     return torch.tensor(picked[:n] or list(range(min(n, len(labels)))), dtype=torch.long)
+
+
+def recon_picture(images: torch.Tensor, recon: torch.Tensor, labels: torch.Tensor, classes: list[str],
+                  per_row: int, title: str):
+    """Rows alternate inputs (captioned with their class) and their reconstructions, titled."""
+    grid = pairs_grid(images, recon, per_row)
+    names = [classes[i] for i in labels.tolist()]
+    captions, titles = [], []
+    for start in range(0, len(images), per_row):
+        shown = len(names[start:start + per_row])
+        captions += names[start:start + per_row] + [""] * shown
+        titles += ["input", "reconstruction"]
+    return labelled_grid(grid, per_row, captions=captions[:len(grid)], row_titles=titles, title=title)
+
+
+def neighbour_picture(samples: torch.Tensor, train_images: torch.Tensor, train_labels: torch.Tensor,
+                      classes: list[str], pairs_per_row: int, title: str, sample_names: list[str] | None = None):
+    """Each sample beside its nearest training image (captioned: that image's class and the RMS
+    pixel distance), so a memorised sample shows as a twin."""
+    index, distance = nearest_neighbours(samples, train_images)
+    captions = []
+    for i, (near, d) in enumerate(zip(index.tolist(), distance.tolist())):
+        captions += [sample_names[i] if sample_names else "sample", f"train {classes[train_labels[near]]} {d:.3f}"]
+    return labelled_grid(side_by_side(samples, train_images[index]), 2 * pairs_per_row, tile=96,
+                         captions=captions, title=title)
 
 
 def pairs_grid(images: torch.Tensor, recon: torch.Tensor, per_row: int) -> torch.Tensor:

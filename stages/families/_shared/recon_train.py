@@ -8,7 +8,8 @@ import torch
 from tqdm import tqdm
 
 from stages.families._shared import gen as genbase
-from stages.shared.pictures import grid_image
+from stages.families._shared.crop import object_images
+from stages.shared.pictures import labelled_grid
 from stages.shared.shards import iterate_batches
 
 
@@ -61,8 +62,8 @@ def fit(ctx, model, loss_fn: Callable, extra_payload: Callable[[], dict]) -> Non
     """Train ``model`` on ctx's shards with Adam + exponential LR decay; resume; checkpoint."""
     cfg = ctx.cfg
     train_shard, val_shard = (genbase.read_shard(p) for p in (ctx.train_shard, ctx.val_shard))
-    for shard in (train_shard, val_shard):
-        shard.images = genbase.resize_uint8(shard.images, cfg.image_size)
+    for shard in (train_shard, val_shard):   # the family learns the object: crop (crop: box | saliency), resize
+        shard.images = object_images(shard, cfg.crop, cfg.crop_margin, cfg.image_size)
     model.to(ctx.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=getattr(cfg, "lr_decay", 1.0))
@@ -101,5 +102,6 @@ def _log(live, stats: dict, seconds: dict, pairs: torch.Tensor, epoch: int, per_
         live.log_metric(name, value)
     for name, value in seconds.items():
         live.log_metric(name, value)
-    live.log_image(f"reconstructions/epoch_{epoch + 1:03d}.png", grid_image(pairs, nrow=per_row))
+    live.log_image(f"reconstructions/epoch_{epoch + 1:03d}.png",
+                   labelled_grid(pairs, per_row, row_titles=["input", "reconstruction"], title=f"epoch {epoch + 1}"))
     live.next_step()

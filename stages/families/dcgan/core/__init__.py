@@ -123,6 +123,36 @@ def load_gan(path, device) -> tuple[GanSet, dict]:
     return gans.to(device), ckpt
 
 
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation of noise vectors a, b (Z,) at weights t (T,) -> (T, Z): every
+    point keeps a Gaussian vector's norm, so no frame is the washed-out image of a short z."""
+    omega = torch.arccos((a / a.norm() * b / b.norm()).sum().clamp(-1 + 1e-6, 1 - 1e-6))
+    return (torch.sin((1 - t) * omega)[:, None] * a + torch.sin(t * omega)[:, None] * b) / torch.sin(omega)
+
+
+def class_walk(gans: GanSet, bank: dict, label: int, chains: int, keys: int, steps: int, seed: int,
+               device) -> torch.Tensor:
+    """A looping walk through ``keys`` random (noise, fields) points of one class, ``chains`` walks
+    side by side: (keys * steps, chains, 3, S, S) in [-1, 1], one GIF frame per first index.
+
+    Noise moves along great circles (slerp) and the fields linearly between training rows of the
+    class, so every frame is a pot the model was asked for."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.tensor(bank[gans.classes[label]] or [[]], dtype=torch.float32)
+    t = torch.arange(steps, dtype=torch.float32) / steps
+    noise_key = torch.randn(chains, keys, gans.cfg.noise_dim, generator=gen)
+    field_key = rows[torch.randint(len(rows), (chains, keys), generator=gen)]       # (chains, keys, F)
+    noise, fields = [], []
+    for k in range(keys):
+        nxt = (k + 1) % keys
+        noise.append(torch.stack([slerp(noise_key[c, k], noise_key[c, nxt], t) for c in range(chains)], 1))
+        fields.append(field_key[:, k][None] * (1 - t)[:, None, None] + field_key[:, nxt][None] * t[:, None, None])
+    noise, fields = torch.cat(noise).flatten(0, 1), torch.cat(fields).flatten(0, 1)   # (keys*steps*chains, .)
+    labels = torch.full((len(noise),), label)
+    images = gans.generate(labels.to(device), gans.cond(labels, fields).to(device), noise.to(device)).cpu()
+    return images.view(keys * steps, chains, *images.shape[1:])
+
+
 def grid_inputs(gans: GanSet, bank: dict, per_class: int, seed: int, device):
     """Fixed (labels, conditions, noise) for the per-epoch grids: one row per class."""
     gen = torch.Generator().manual_seed(seed)

@@ -18,9 +18,11 @@ class DCGANTrain:
     # lacks it and was trained with the value below: read a stored config over these, never
     # over the defaults ({**CHECKPOINT_LEGACY, **ckpt["config"]}), so it loads as trained.
     CHECKPOINT_LEGACY: ClassVar[dict[str, Any]] = {"coarse_size": 0, "lr_d": 0.0, "spectral_norm": False,
-                                                   "diff_augment": [], "ema_decay": 0.0}
+                                                   "diff_augment": [], "ema_decay": 0.0, "crop": "none"}
 
     image_size: int = 64                  # 32 | 64 | 128
+    crop: Literal["none", "box", "saliency"] = "none"   # box | saliency: train on object-centred crops (_shared/crop.py)
+    crop_margin: float = field(default=1.0, metadata=bounds(ge=1, le=4))   # crop side / the box's longer side
     noise_dim: int = field(default=64, metadata=bounds(ge=1))
     gen_width: int = field(default=16, metadata=bounds(ge=4))    # generator channels at full size
     coarse_size: int = field(default=8, metadata=bounds(ge=0))   # G also paints a k x k colour field; 0: off

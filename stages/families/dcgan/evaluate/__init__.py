@@ -7,10 +7,18 @@ import torchvision.transforms.functional as TF
 
 from stages.common.errors import StageError
 from stages.families._shared import gen as genbase
-from stages.families._shared.geneval import all_fid_metrics
+from stages.families._shared.crop import crop_of, object_images
+from stages.families._shared.geneval import (
+    all_fid_metrics,
+    memorisation,
+    neighbour_picture,
+)
 from stages.families.classifier.core import load_classifier
-from stages.families.dcgan.core import grid_inputs, load_gan
-from stages.shared.pictures import save_grid, to_uint8
+from stages.families.dcgan.core import class_walk, grid_inputs, load_gan
+from stages.shared.pictures import labelled_grid, save_gif, save_png, to_uint8
+
+WALK_CHAINS, WALK_KEYS, WALK_STEPS = 4, 4, 12   # interpolation GIFs: walks side by side, key points, frames between
+NEIGHBOURS_PER_CLASS = 4                          # samples shown beside their nearest training image
 
 
 def generate_for(gans, labels: torch.Tensor, fields: torch.Tensor, seed: int, device, batch: int = 64):
@@ -79,25 +87,62 @@ def evaluate(ctx) -> dict:
     test = genbase.read_shard(ctx.test_shard)
     if test.classes != gans.classes:
         raise StageError(f"{ctx.test_shard}: classes {test.classes} differ from the model's {gans.classes}")
-    real = genbase.resize_uint8(test.images, gans.cfg.image_size)
+    # the same crop the model trained on: generated crops are compared with crops of held-out images
+    real = object_images(test, *crop_of(ckpt["config"]), gans.cfg.image_size)
     samples = generate_for(gans, test.labels, test.fields, seed, ctx.device)   # one per held-out image
     baseline = trivial_baseline(real, cfg.baseline_tiles, cfg.baseline_blur, seed)
     sets = {"": samples, "_baseline": baseline}
     metrics = all_fid_metrics(real, sets, cfg, ctx.device)
     if cfg.classifier:
         metrics.update(classifier_accuracy(ctx, samples, test.labels, gans.classes))
-    _pictures(ctx, gans, ckpt, real, baseline, test.labels)
+    train = _train_images(ctx, ckpt)
+    if train is not None:
+        metrics.update(memorisation(samples, real, train[0]))
+    plots = ctx.out_dir / "plots"
+    _grids(ctx, gans, ckpt, real, baseline, test.labels, plots)
+    if train is not None:
+        _neighbours(gans, samples, test.labels, train, plots / "neighbours.png")
+    _walks(ctx, gans, ckpt, plots)
     metrics["samples"] = len(samples)
     return metrics
 
 
-def _pictures(ctx, gans, ckpt, real, baseline, labels) -> None:
-    """samples.png (one row of fresh samples per class), real.png and baseline.png beside it."""
+def _train_images(ctx, ckpt):
+    """(training images cropped as the model saw them, their labels), or None without --train."""
+    if ctx.train_shard is None:
+        return None
+    train = genbase.read_shard(ctx.train_shard)
+    return object_images(train, *crop_of(ckpt["config"]), int(ckpt["config"]["image_size"])), train.labels
 
+
+def _grids(ctx, gans, ckpt, real, baseline, labels, plots) -> None:
+    """samples.png (one row of fresh samples per class, titled), real.png and baseline.png beside it."""
     per_class = ctx.cfg.grid_per_class
     grid_labels, cond, noise = grid_inputs(gans, ckpt["field_bank"], per_class, ctx.params.base.seed + 1, ctx.device)
-    plots = ctx.out_dir / "plots"
-    save_grid(gans.generate(grid_labels, cond, noise), plots / "samples.png", nrow=per_class)
+    crop = crop_of(ckpt["config"])[0]
+    shown = f"(crop: {crop})" if crop != "none" else "(whole images)"
+    save_png(labelled_grid(gans.generate(grid_labels, cond, noise), per_class, row_titles=gans.classes,
+                           title=f"dcgan samples, one row per requested class {shown}"), plots / "samples.png")
     pick = torch.cat([(labels == i).nonzero().flatten()[:per_class] for i in range(len(gans.classes))])
-    save_grid(real[pick], plots / "real.png", nrow=per_class)
-    save_grid(baseline[pick], plots / "baseline.png", nrow=per_class)
+    save_png(labelled_grid(real[pick], per_class, row_titles=gans.classes, title=f"held-out images {shown}"),
+             plots / "real.png")
+    save_png(labelled_grid(baseline[pick], per_class, row_titles=gans.classes,
+                           title="trivial baseline: held-out images, tiles shuffled, blurred"), plots / "baseline.png")
+
+
+def _neighbours(gans, samples, labels, train, path) -> None:
+    """NEIGHBOURS_PER_CLASS samples of each class beside their nearest training images."""
+    pick = torch.cat([(labels == i).nonzero().flatten()[:NEIGHBOURS_PER_CLASS] for i in range(len(gans.classes))])
+    names = [f"{gans.classes[i]} sample" for i in labels[pick].tolist()]
+    save_png(neighbour_picture(samples[pick], *train, gans.classes, NEIGHBOURS_PER_CLASS,
+                               "dcgan: each sample beside its nearest training image (RMS pixel distance)", names), path)
+
+
+def _walks(ctx, gans, ckpt, plots) -> None:
+    """interpolation_<class>.gif: WALK_CHAINS looping walks through the class's noise and fields."""
+    for label, name in enumerate(gans.classes):
+        frames = class_walk(gans, ckpt["field_bank"], label, WALK_CHAINS, WALK_KEYS, WALK_STEPS,
+                            ctx.params.base.seed + label, ctx.device)
+        pictures = [labelled_grid(frame, WALK_CHAINS, tile=128, title=f"dcgan {name}: key point {step // WALK_STEPS + 1}"
+                                  f" of {WALK_KEYS}, step {step % WALK_STEPS}/{WALK_STEPS}") for step, frame in enumerate(frames)]
+        save_gif(pictures, plots / f"interpolation_{name}.gif", frame_ms=100)

@@ -6,10 +6,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from stages.families._shared import gen as genbase
+from stages.families._shared.crop import object_images
 from stages.families.dcgan.core import GanSet, field_bank, grid_inputs
 from stages.families.dcgan.core.nets import init_weights
 from stages.families.dcgan.train.augment import diff_augment
-from stages.shared.pictures import grid_image
+from stages.shared.pictures import labelled_grid
 from stages.shared.runtime import autocast
 from stages.shared.shards import iterate_batches
 
@@ -86,7 +87,7 @@ def _restore(gans: GanSet, opts, state) -> int:
 def train(ctx) -> None:
     cfg = ctx.cfg
     shard = genbase.read_shard(ctx.train_shard)
-    shard.images = genbase.resize_uint8(shard.images, cfg.image_size)
+    shard.images = object_images(shard, cfg.crop, cfg.crop_margin, cfg.image_size)   # crop: box | saliency | none
     gans = GanSet(cfg, shard.classes, genbase.FieldScaler.fit(shard.fields, cfg.field_components), shard.fields.shape[1])
     for net in (*gans.generators.values(), *gans.discriminators.values()):
         net.apply(init_weights)
@@ -120,5 +121,6 @@ def _log_epoch(live, gans: GanSet, fixed, stats: dict, seconds: dict, epoch: int
         live.log_metric(name, value)
     labels, cond, noise = fixed
     samples = gans.generate(labels, cond, noise)             # (classes * per_class, 3, S, S)
-    live.log_image(f"samples/epoch_{epoch + 1:03d}.png", grid_image(samples, nrow=cfg.grid_per_class))
+    live.log_image(f"samples/epoch_{epoch + 1:03d}.png",
+                   labelled_grid(samples, cfg.grid_per_class, row_titles=gans.classes, title=f"dcgan epoch {epoch + 1}"))
     live.next_step()

@@ -13,9 +13,11 @@ class VAETrain:
     # Every default is the value params.yaml ships. A checkpoint saved before coarse_size existed
     # lacks it and was trained without the colour field: read a stored config over these, never
     # over the defaults ({**CHECKPOINT_LEGACY, **ckpt["config"]}), so it loads as trained.
-    CHECKPOINT_LEGACY: ClassVar[dict[str, Any]] = {"coarse_size": 0}
+    CHECKPOINT_LEGACY: ClassVar[dict[str, Any]] = {"coarse_size": 0, "crop": "none"}
 
     image_size: int = field(default=64, metadata=bounds(ge=16, le=256))
+    crop: Literal["none", "box", "saliency"] = "none"   # box | saliency: train on object-centred crops (_shared/crop.py)
+    crop_margin: float = field(default=1.0, metadata=bounds(ge=1, le=4))   # crop side / the box's longer side
     latent_dim: int = field(default=10, metadata=bounds(ge=2))
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])    # one halving each
     coarse_size: int = field(default=8, metadata=bounds(ge=0))              # z -> 3 x k x k colour field; 0: off

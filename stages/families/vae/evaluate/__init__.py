@@ -7,16 +7,18 @@ import numpy as np
 import torch
 
 from stages.families._shared import gen as genbase
+from stages.families._shared.crop import crop_of, object_images
 from stages.families._shared.geneval import (
     all_fid_metrics,
     balanced_pick,
-    pairs_grid,
+    neighbour_picture,
+    recon_picture,
     reconstruct,
     reconstruction_metrics,
 )
 from stages.families._shared.genmetrics import dci, mig
 from stages.families.vae.core import BetaVAE, kl_divergence, load_vae
-from stages.shared.pictures import save_grid, to_uint8
+from stages.shared.pictures import labelled_grid, save_png, to_uint8
 from stages.shared.shards import Shard
 
 
@@ -76,15 +78,22 @@ def disentanglement(scored: list[tuple[torch.Tensor, Shard]], cfg) -> dict:
     return metrics
 
 
-def scored_codes(ctx, model, test, test_mu, size: int) -> list:
+def train_images(ctx, model_cfg: dict):
+    """(training shard, its images cropped and sized as the model trained), or None without --train."""
+    if ctx.train_shard is None:
+        return None
+    train = genbase.read_shard(ctx.train_shard)
+    return train, object_images(train, *crop_of(model_cfg), model_cfg["image_size"])
+
+
+def scored_codes(ctx, model, test, test_mu, train) -> list:
     """(codes, shard) pairs MIG/DCI are computed on: the test shard, plus the training shard if given."""
     scored = [(test_mu, test)]
-    if ctx.train_shard is not None:
-        train = genbase.read_shard(ctx.train_shard)
-        if train.factor_names != test.factor_names:
+    if train is not None:
+        if train[0].factor_names != test.factor_names:
             print(f"vae: {ctx.train_shard} has other factors than the test shard; MIG/DCI on the test shard only")
         else:
-            scored.append((encode_all(model, genbase.resize_uint8(train.images, size), ctx.device)[0], train))
+            scored.append((encode_all(model, train[1], ctx.device)[0], train[0]))
     return scored
 
 
@@ -93,27 +102,46 @@ def evaluate(ctx) -> dict:
     model, ckpt = load_vae(ctx.checkpoint_path, ctx.device)
     model_cfg = ckpt["config"]
     test = genbase.read_shard(ctx.test_shard)
-    images = genbase.resize_uint8(test.images, model_cfg["image_size"])
+    images = object_images(test, *crop_of(model_cfg), model_cfg["image_size"])   # as trained: crops or whole
     mu, logvar = encode_all(model, images, ctx.device)
     recon = reconstruct(lambda x: model.decode(model.encode(x)[0]), images, ctx.device)   # from the means
     samples = prior_samples(model, len(images), model_cfg["latent_dim"], seed, ctx.device)
+    train = train_images(ctx, model_cfg)
     kl_per_dim = (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)).mean(0)   # (L,) nats
     metrics = {**reconstruction_metrics(images, recon),
                "kl": kl_divergence(mu, logvar).mean().item(),
                "active_dims": int((kl_per_dim > 0.01).sum()),
                **all_fid_metrics(images, {"": to_uint8(samples), "_recon": to_uint8(recon)}, cfg, ctx.device),
-               **disentanglement(scored_codes(ctx, model, test, mu, model_cfg["image_size"]), cfg)}
+               **disentanglement(scored_codes(ctx, model, test, mu, train), cfg)}
     pick = balanced_pick(test.labels, 2 * min(cfg.grid, len(images)))
-    _pictures(ctx, model, images[pick], recon[pick], samples, mu, kl_per_dim)
+    plots = ctx.out_dir / "plots"
+    shown = min(cfg.grid, len(images))
+    save_png(recon_picture(images[pick], recon[pick], test.labels[pick], test.classes, shown,
+                           f"vae (beta {model_cfg['beta']:g}): test inputs and their reconstructions"),
+             plots / "reconstructions.png")
+    _samples(cfg, model_cfg, samples, train, plots / "samples.png")
+    base = pick[0].item()
+    _traversals(ctx, model, mu[base], kl_per_dim, test.classes[test.labels[base]], plots / "traversals.png")
     return metrics
 
 
-def _pictures(ctx, model, images, recon, samples, mu, kl_per_dim) -> None:
-    """reconstructions.png, samples.png and traversals.png (rows sorted by KL, most used first)."""
-    cfg, plots = ctx.cfg, ctx.out_dir / "plots"
-    shown = min(cfg.grid, len(images))
-    save_grid(pairs_grid(images[:2 * shown], recon[:2 * shown], shown), plots / "reconstructions.png", nrow=shown)
-    save_grid(samples[:cfg.grid * 4], plots / "samples.png", nrow=cfg.grid)
+def _samples(cfg, model_cfg: dict, samples: torch.Tensor, train, path) -> None:
+    """samples.png: prior samples, each beside its nearest training image when --train is given."""
+    title = f"vae (beta {model_cfg['beta']:g}): decodes of z ~ N(0, I)"
+    if train is None:
+        save_png(labelled_grid(samples[:cfg.grid * 2], cfg.grid, title=title), path)
+        return
+    shard, images = train
+    save_png(neighbour_picture(samples[:cfg.grid], images, shard.labels, shard.classes, cfg.grid // 2,
+                               title + ", each beside its nearest training image"), path)
+
+
+def _traversals(ctx, model, base: torch.Tensor, kl_per_dim: torch.Tensor, base_class: str, path) -> None:
+    """traversals.png: one row per latent (most KL first), the base code's value swept over ±range."""
+    cfg = ctx.cfg
     dims = np.argsort(-kl_per_dim.numpy()).tolist()
-    rows = traversal(model, mu[0], dims, cfg.traverse_range, cfg.traverse_steps, ctx.device)
-    save_grid(rows, plots / "traversals.png", nrow=cfg.traverse_steps)
+    rows = traversal(model, base, dims, cfg.traverse_range, cfg.traverse_steps, ctx.device)
+    values = torch.linspace(-cfg.traverse_range, cfg.traverse_range, cfg.traverse_steps).tolist()
+    save_png(labelled_grid(rows, cfg.traverse_steps, row_titles=[f"z{d} KL {kl_per_dim[d]:.2f}" for d in dims],
+                           col_titles=[f"{v:+.2g}" for v in values],
+                           title=f"vae traversals: a test {base_class}'s code, one latent set to each value"), path)
