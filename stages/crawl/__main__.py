@@ -32,7 +32,7 @@ from stages.common.schema import ParamsError, to_dict
 from stages.crawl.config import Crawl, EngineDef
 from stages.crawl.demo_corpus import corpus_identity, ensure_corpus
 from stages.crawl.engines import FOLDER, LOCAL, resolve_engine, search_url
-from stages.crawl.engines.browser import collect, open_browser
+from stages.crawl.engines.browser import collect, find_chromium, open_browser
 from stages.crawl.fetch.assemble import collect_outcome, write_raw
 from stages.crawl.fetch.download import Downloader, FetchConfig
 from stages.crawl.fetch.images import Limits
@@ -157,6 +157,7 @@ def search_all(journal: Journal, engine: EngineDef, crawl: Crawl, keys: UrlKeys)
         todo.put(query)
     lock, stop = threading.Lock(), threading.Event()
     sessions = min(crawl.browsers, len(pending))
+    find_chromium()   # a missing browser is one error line, before any progress bar
     with tqdm(total=len(pending), desc="search", unit="query") as bar:
         def record(search: dict) -> None:
             with lock:       # one writer at a time on the journal

@@ -21,6 +21,7 @@ COMMANDS = {
     "hpo": "stages.hpo.__main__",
     "train": "stages.train.__main__",
     "evaluate": "stages.evaluate.__main__",
+    "uses": "stages.evaluate.uses",   # which models each evaluate@<family> reads (its dvc dep)
     "demo": "stages.demo.__main__",   # the corpus alone; the crawl renders its own (engine: local)
     "serve": "stages.tools.serve",
     "generate": "stages.tools.generate",
