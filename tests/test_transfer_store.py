@@ -158,7 +158,7 @@ def test_train_reads_the_store_logs_the_probe_first_and_records_the_preprocessin
     checkpoint = torch.load(ctx.checkpoint_path, weights_only=True)
     assert checkpoint["preprocess"]["crop"] == 32 and checkpoint["preprocess"]["resize"] == 37
     assert checkpoint["preprocess"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
-    steps = (ctx.metrics_dir / "plots/metrics/val/accuracy.tsv").read_text().splitlines()
+    steps = (ctx.metrics_dir / "plots/metrics/classifier/val/accuracy.tsv").read_text().splitlines()
     assert steps[0].startswith("step") and len(steps) == 1 + 3   # the probe, then two epochs
     assert not ctx.resume_path.exists()
 
