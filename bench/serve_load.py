@@ -216,7 +216,8 @@ def main() -> None:
     parser.add_argument("--clients", default="1,16,200")
     parser.add_argument("--requests", default="100,13,5", help="requests per client, per --clients entry")
     parser.add_argument("--timeout", type=float, default=60, help="seconds per request before it counts as an error")
-    parser.add_argument("--old-rev", default="HEAD", help="git revision holding the old stages/tools/serve.py")
+    parser.add_argument("--old-rev", default="8e6d8b3", help="git revision holding the old stages/tools/serve.py "
+                        "(default: the last commit before the FastAPI rewrite)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     levels = list(zip(map(int, args.clients.split(",")), map(int, args.requests.split(","))))
