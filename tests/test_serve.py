@@ -381,12 +381,16 @@ def test_wrong_model_file_is_one_line(tmp_path):
     assert len(run.stderr.strip().splitlines()) == 1 and "a JPEG image" in run.stderr
 
 
-def test_onnx_backend_matches_torch(server, checkpoint, tmp_path):
-    """kiln export's ONNX file through onnxruntime: the same answers as the eager model."""
+@pytest.mark.parametrize("given", ["export", "checkpoint"])
+def test_onnx_backend_matches_torch(server, checkpoint, tmp_path, given):
+    """kiln export's ONNX file (or the checkpoint, exported as the server starts) through
+    onnxruntime: the same answers as the eager model."""
     from stages.tools.export import export
     onnx_path = tmp_path / "model.onnx"
-    export(checkpoint, onnx_path, "onnx")
-    onnx_server = Server(tmp_path / "onnx.log", "--backend", "onnx", "--model", str(onnx_path), "--port", "0")
+    if given == "export":
+        export(checkpoint, onnx_path, "onnx")
+    model = onnx_path if given == "export" else checkpoint
+    onnx_server = Server(tmp_path / "onnx.log", "--backend", "onnx", "--model", str(model), "--port", "0")
     try:
         meta = httpx.get(f"{onnx_server.url}/metadata").json()
         assert meta["backend"] == "onnx" and meta["classes"] == CLASSES and meta["input_size"] == 32

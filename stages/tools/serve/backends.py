@@ -5,9 +5,12 @@ so the server prepares every image exactly as ``kiln classify`` and evaluate do.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import io
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,7 @@ from stages.common.errors import StageError
 from stages.families.classifier.core.preset import Preset, eval_view_preset, letterbox_preset
 from stages.shared.checkpoint import load_checkpoint
 from stages.tools.classify import load_model
+from stages.tools.export import export
 
 VIEWS = {"letterbox": "the whole image fitted into S x S (longer side shrunk to 'resize'), padded with its "
                       "border's median colour; then (x / 255 - mean) / std",
@@ -146,5 +150,19 @@ def preset_from_record(record, path: Path) -> Preset:
 
 def load_backend(kind: str, path: Path, device: str, threads: int):
     if kind == "onnx":
-        return OnnxBackend(path, threads)
+        return OnnxBackend(exported(path), threads)
     return TorchBackend(path, device)
+
+
+def exported(path: Path) -> Path:
+    """``path`` if it is an ONNX file; a kiln checkpoint (a zip: torch.save's format) is
+    exported once to a temporary .onnx first, so ``--backend onnx --model model.pt`` works."""
+    with open(path, "rb") if path.is_file() else io.BytesIO() as fh:
+        if fh.read(4) != b"PK\x03\x04":
+            return path
+    folder = Path(tempfile.mkdtemp(prefix="kiln-serve-onnx-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    out = folder / f"{path.stem}.onnx"
+    export(path, out, "onnx")
+    print(f"serve: exported {path} to ONNX for --backend onnx", flush=True)
+    return out
