@@ -11,11 +11,6 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 
-# the process umask, read once (os.umask can only be read by setting it)
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success fsync and rename it into place, with the
@@ -29,7 +24,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -96,7 +91,15 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
+    return _file_digest(path, hashlib.sha256())
+
+
+def md5_file(path: str | Path) -> str:
+    """What DVC and /metadata call a file's md5."""
+    return _file_digest(path, hashlib.md5())
+
+
+def _file_digest(path: str | Path, digest) -> str:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)

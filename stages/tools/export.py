@@ -28,7 +28,6 @@ family with nothing to export, is one ``kiln: error:`` line.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import warnings
@@ -39,7 +38,7 @@ import torch
 from torch import nn
 
 from stages.common.errors import StageError, run_stage
-from stages.common.io import atomic_path
+from stages.common.io import atomic_path, md5_file
 from stages.common.schema import ParamsError, from_dict
 from stages.families._shared.gen import FieldScaler
 from stages.families.classifier.core.backbones import TransferNet
@@ -182,14 +181,6 @@ def read_exportable(path: Path, class_name: str | None) -> Exportable:
                          f"({str(err).strip().splitlines()[0]})") from None
 
 
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # --- writing ------------------------------------------------------------------------------
 def exported_program(ex: Exportable):
     """torch.export's graph with a dynamic batch. Non-strict first (torch's default); the
@@ -259,7 +250,7 @@ def export(checkpoint: Path, out: Path, fmt: str, class_name: str | None = None,
         raise StageError(f"{checkpoint}: the vae decoder exports to ONNX only (TorchScript cannot compile "
                          "its decode); use --out FILE.onnx")
     meta = {"kiln_export": EXPORT_VERSION, **ex.meta, "format": fmt, "checkpoint": str(checkpoint),
-            "checkpoint_md5": file_md5(checkpoint), "torch": torch.__version__}
+            "checkpoint_md5": md5_file(checkpoint), "torch": torch.__version__}
     text = json.dumps(meta, sort_keys=True)
     with torch.no_grad():
         if fmt == "onnx":

@@ -6,7 +6,6 @@ so the server prepares every image exactly as ``kiln classify`` and evaluate do.
 from __future__ import annotations
 
 import atexit
-import hashlib
 import io
 import json
 import shutil
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from stages.common.errors import StageError
+from stages.common.io import md5_file
 from stages.families.classifier.core.preset import Preset, eval_view_preset, letterbox_preset
 from stages.shared.checkpoint import load_checkpoint
 from stages.tools.classify import load_model
@@ -26,14 +26,6 @@ VIEWS = {"letterbox": "the whole image fitted into S x S (longer side shrunk to 
                       "border's median colour; then (x / 255 - mean) / std",
          "centre_crop": "EXIF orientation applied, shorter side resized to 'resize', centre crop 'crop'; "
                         "then (x / 255 - mean) / std"}
-
-
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def describe(preset: Preset) -> dict:
@@ -52,7 +44,7 @@ class TorchBackend:
             "backend": self.name, "family": checkpoint.get("family", "classifier"), "classes": self.classes,
             "arch": checkpoint["config"].get("arch", "bnconv"), "image_size": checkpoint.get("image_size"),
             "input_size": self.preset.crop, "preprocess": describe(self.preset),
-            "checkpoint": {"path": str(path), "md5": file_md5(path), "epoch": checkpoint.get("epoch"),
+            "checkpoint": {"path": str(path), "md5": md5_file(path), "epoch": checkpoint.get("epoch"),
                            "val_accuracy": checkpoint.get("val_accuracy"), "val_loss": checkpoint.get("val_loss")},
         }
 
@@ -105,7 +97,7 @@ class OnnxBackend:
                      "checkpoint": {"path": meta.get("checkpoint"), "md5": meta.get("checkpoint_md5"),
                                     "epoch": meta.get("epoch"), "val_accuracy": meta.get("val_accuracy"),
                                     "val_loss": meta.get("val_loss")},
-                     "export": {"path": str(path), "md5": file_md5(path), "metadata": meta}}
+                     "export": {"path": str(path), "md5": md5_file(path), "metadata": meta}}
 
     def _kiln_metadata(self, path: Path) -> dict:
         props = self.session.get_modelmeta().custom_metadata_map
