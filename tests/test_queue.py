@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from stages.tools.sweep import experiments
 from tests.test_ddp import make_project
 from tests.test_e2e import run, tiny_params
 
@@ -42,20 +43,6 @@ def wait_for_queue(project: Path, timeout: float = 900) -> str:
     raise AssertionError(f"the queue did not finish in {timeout} s:\n{status}")
 
 
-def experiments(shown, found=None) -> dict:
-    """name -> data of every experiment in ``dvc exp show --json`` (its nesting varies by version)."""
-    found = {} if found is None else found
-    if isinstance(shown, dict):
-        if str(shown.get("name") or "").startswith("lr-") and isinstance(shown.get("data"), dict):
-            found[shown["name"]] = shown["data"]
-        for value in shown.values():
-            experiments(value, found)
-    elif isinstance(shown, list):
-        for value in shown:
-            experiments(value, found)
-    return found
-
-
 def find_key(tree: dict, key: str):
     """The first value under ``key`` at any depth (metrics may sit under the family's name)."""
     if key in tree:
@@ -74,7 +61,8 @@ def test_a_three_point_sweep_runs_on_two_workers(project):
     assert "2" in started.stdout, started.stdout
     status = wait_for_queue(project)
     assert status.count("Success") == 3, status
-    found = experiments(json.loads(run(["dvc", "exp", "show", "--json"], project).stdout))
+    found = {name: data for name, data in experiments(json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)).items()
+             if name.startswith("lr-")}
     assert sorted(found) == ["lr-1", "lr-2", "lr-3"], sorted(found)
     lrs, accuracies = set(), []
     for data in found.values():
