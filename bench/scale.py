@@ -90,8 +90,9 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, int]:
     return wall, rss_kb // 1024
 
 
-def disk_mb(root: Path, paths: list[str]) -> float:
-    """Bytes of the outputs' files as DVC sees them (links into the cache counted once)."""
+def disk_mb(root: Path, paths: list[str]) -> tuple[float, int]:
+    """MB of the outputs' files as DVC sees them (links into the cache counted once), and how
+    many files DVC must check on every status (what a no-op repro's time follows)."""
     seen, total = set(), 0
     for rel in paths:
         for path in (root / rel).rglob("*") if (root / rel).is_dir() else [root / rel]:
@@ -100,7 +101,7 @@ def disk_mb(root: Path, paths: list[str]) -> float:
                 if (stat.st_dev, stat.st_ino) not in seen:
                     seen.add((stat.st_dev, stat.st_ino))
                     total += stat.st_size
-    return total / 1e6
+    return total / 1e6, len(seen)
 
 
 def median_seconds(cmd: list[str], cwd: Path, runs: int = 3) -> float:
@@ -117,7 +118,8 @@ def measure(n_images: int, work: Path, image_size: int) -> dict:
     make_repo(root, scale_params(folder, image_size))
     for stage in STAGES:
         wall, rss = timed([sys.executable, "-m", "dvc", "repro", "--single-item", stage], root)
-        figures["stages"][stage] = {"wall_s": wall, "peak_rss_mb": rss, "out_mb": disk_mb(root, OUTPUTS.get(stage, []))}
+        out_mb, out_files = disk_mb(root, OUTPUTS.get(stage, []))
+        figures["stages"][stage] = {"wall_s": wall, "peak_rss_mb": rss, "out_mb": out_mb, "out_files": out_files}
         print(f"  N={n_images} {stage}: {wall:.1f}s, peak RSS {rss} MB", flush=True)
     figures["dvc_status_s"] = median_seconds([sys.executable, "-m", "dvc", "status"], root)
     figures["noop_repro_s"] = median_seconds([sys.executable, "-m", "dvc", "repro"], root)
@@ -125,14 +127,14 @@ def measure(n_images: int, work: Path, image_size: int) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    head = "| stage | " + " | ".join(f"N={r['n']:,}: s / peak MB / out MB" for r in results)
+    head = "| stage | " + " | ".join(f"N={r['n']:,}: s / peak MB / out MB / files" for r in results)
     growth = len(results) >= 2
     if growth:
         head += f" | growth {results[0]['n']:,} -> {results[-1]['n']:,}: time, RSS (vs x{results[-1]['n'] / results[0]['n']:.0f})"
     lines = [head + " |", "|" + "---|" * (head.count("|"))]
     for stage in STAGES:
         cells = [f"{r['stages'][stage]['wall_s']:.1f} / {r['stages'][stage]['peak_rss_mb']} / "
-                 f"{r['stages'][stage]['out_mb']:.1f}" for r in results]
+                 f"{r['stages'][stage]['out_mb']:.1f} / {r['stages'][stage].get('out_files', 0)}" for r in results]
         if growth:
             first, last = results[0]["stages"][stage], results[-1]["stages"][stage]
             cells.append(f"x{last['wall_s'] / first['wall_s']:.1f}, x{last['peak_rss_mb'] / first['peak_rss_mb']:.1f}")

@@ -270,3 +270,25 @@ def test_plain_files_continue_past_bad_ones_with_one_line_each(tmp_path, model, 
         assert len([line for line in err if str(bad) in line]) == 1
     assert err[-1] == "kiln: error: 3 of 5 file(s) could not be classified (named above)"
     assert not any("Traceback" in line for line in err)
+
+
+@pytest.mark.parametrize("view", ["letterbox", "centre_crop"])
+def test_a_pack_member_decodes_like_the_loose_file(tmp_path, view):
+    """A manifest's path (data/raw/<class>/<xx>.zip/<sha256>.png) classifies like the file it packs."""
+    import io as bytes_io
+
+    from stages.common.errors import StageError
+    from stages.shared.packs import packed_path, write_packs
+    rng = np.random.default_rng(3)
+    picture = Image.fromarray(rng.integers(0, 256, size=(40, 56, 3), dtype=np.uint8))
+    buffer = bytes_io.BytesIO()
+    picture.save(buffer, format="PNG")
+    loose = tmp_path / "loose.png"
+    loose.write_bytes(buffer.getvalue())
+    sha = "ab" + "0" * 62
+    write_packs(tmp_path / "raw", [(f"bowl/ab.zip/{sha}.png", buffer.getvalue())])
+    member = packed_path(tmp_path / "raw", "bowl", sha, "png")
+    np.testing.assert_array_equal(preset_module.decode_view(member, view, 32),
+                                  preset_module.decode_view(str(loose), view, 32))
+    with pytest.raises(StageError, match="no such image file"):
+        preset_module.decode_view(member.replace(sha, "cd" + "0" * 62), view, 32)

@@ -19,6 +19,7 @@ from stages.crawl.engines.browser import collect, open_browser
 from stages.crawl.fetch.assemble import reason_kind
 from stages.crawl.config import Crawl, EngineDef, LocalSite as Knobs
 from stages.common.schema import from_dict
+from stages.shared.packs import packed_path, read_bytes
 
 FIXTURES = Path(__file__).parent / "fixtures" / "engines"
 
@@ -57,9 +58,8 @@ def test_local_engine_end_to_end(tmp_path, capsys):
     assert len(bowls) == 7 and len([r for r in rows if r["class"] == "vase"]) <= 5  # count honoured
     assert sorted(r["fields"][1] for r in bowls if r["fields"]) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     for row in rows:
-        path = Path(row["path"])
-        assert path.parent.name == row["class"] and path.stem == row["sha256"]
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == row["sha256"]
+        assert row["path"] == packed_path(out, row["class"], row["sha256"], Path(row["path"]).suffix)
+        assert hashlib.sha256(read_bytes(row["path"])).hexdigest() == row["sha256"]
         assert row["engine"] == "local" and row["term"] in ("bowl", "tall vase")
         assert "/search?q=" in row["page_url"] and "/img/" in row["source_url"]
     bowl_reasons = sorted(reason_kind(f["reason"]) for f in failures if f["class"] == "bowl")

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages.shared.packs import image_exists
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_OBJECT_NET = {"arch": "bnconv", "image_size": 16, "widths": [8, 16], "hidden": [16], "epochs": 3,
                    "batch_size": 16, "lr": 0.01, "weight_decay": 0.0001}
@@ -61,7 +63,7 @@ def test_dvc_repro_crawl_and_filter(tmp_path):
     assert not (tmp_path / "data/demo").exists()
     rows = [json.loads(x) for x in (tmp_path / "data/raw/manifest.jsonl").read_text().splitlines()]
     assert {r["class"] for r in rows} == {"bowl", "vase"}
-    assert all((tmp_path / r["path"]).is_file() and r["truth"] for r in rows)   # paths relative to the root
+    assert all(image_exists(tmp_path / r["path"]) and r["truth"] for r in rows)   # paths relative to the root
     kept = [json.loads(x) for x in (tmp_path / "data/filtered/manifest.jsonl").read_text().splitlines()]
     pots = [r for r in kept if r["truth"]["kind"] == "pot"]
     assert pots and all(r["factors"] and len(r["fields"]) == 69 for r in pots)   # what split reads

@@ -8,6 +8,7 @@ import pytest
 
 from crawl_fakes import jpeg_bytes, noisy_jpeg, png_bytes, write_params
 import stages.crawl.__main__ as crawl_stage
+from stages.shared.packs import list_members, read_bytes
 
 
 def test_folder_source(tmp_path, capsys):
@@ -36,7 +37,8 @@ def test_folder_source(tmp_path, capsys):
     grey = next(r for r in rows if r["source_url"].endswith("b.png"))
     assert grey["fields"] == [3.0] and grey["engine"] == "folder" and grey["term"] is None
     for row in rows:
-        assert hashlib.sha256(open(row["path"], "rb").read()).hexdigest() == row["sha256"]
+        assert hashlib.sha256(read_bytes(row["path"])).hexdigest() == row["sha256"]
+    assert list_members(out) == sorted(row["path"] for row in rows)   # the packs hold the rows, nothing else
     assert "kept 3 images" in capsys.readouterr().out
 
 

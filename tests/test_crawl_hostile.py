@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -22,6 +24,7 @@ from stages.crawl.fetch.journal import Journal, work_dir
 from stages.crawl.fetch.safety import Policy
 from stages.crawl.config import Crawl
 from stages.common.schema import from_dict
+from stages.shared.packs import list_members, read_bytes
 
 BIG = 200 * 1024 * 1024
 GOOD = png_bytes(color=(1, 2, 3))
@@ -163,12 +166,13 @@ def test_hostile_server(hostile_server, tmp_path):
         assert why in reasons[path], (path, reasons[path])
     kept = {r["source_url"][len(origin):]: r for r in outcome.rows}
     assert set(kept) == set(KEPT)
-    files = sorted(p for p in out.rglob("*") if p.is_file())
-    assert {p.name for p in files} == {"manifest.jsonl", "failures.jsonl", "summary.json"} | {
-        f"{hashlib.sha256(body).hexdigest()}.png" for body in KEPT.values()}
-    for path in files:
-        if path.suffix == ".png":
-            assert hashlib.sha256(path.read_bytes()).hexdigest() == path.stem
-            assert Image.open(path).size == (64, 64)
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.suffix != ".zip")
+    assert {p.name for p in files} == {"manifest.jsonl", "failures.jsonl", "summary.json"}
+    images = list_members(out)
+    assert {Path(p).name for p in images} == {f"{hashlib.sha256(body).hexdigest()}.png" for body in KEPT.values()}
+    for path in images:
+        data = read_bytes(path)
+        assert hashlib.sha256(data).hexdigest() == Path(path).stem
+        assert Image.open(io.BytesIO(data)).size == (64, 64)
     assert not any("secret" in p for p in log)          # refused before connecting
     assert sent_big and max(sent_big) < 50 * 1024 * 1024  # the 200 MB body was abandoned early

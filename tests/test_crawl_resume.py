@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from crawl_fakes import make_corpus, write_params
+from stages.shared.packs import list_members, read_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,12 +49,13 @@ def search_counts(out: Path) -> list[tuple]:
 
 
 def assert_clean(out: Path, kept: set) -> None:
-    """Only whole files named by their own hash, exactly the manifest's, no temp files."""
+    """Only whole images named by their own hash, exactly the manifest's, no temp files."""
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    images = files - {"manifest.jsonl", "failures.jsonl", "summary.json"}
+    assert {name for name in files if not name.endswith(".zip")} == {"manifest.jsonl", "failures.jsonl", "summary.json"}
+    images = [Path(p).relative_to(out).as_posix() for p in list_members(out)]
     assert {(name.split("/")[0], Path(name).stem) for name in images} == {(c, s) for c, s, _ in kept}
     for name in images:
-        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == Path(name).stem
+        assert hashlib.sha256(read_bytes(out / name)).hexdigest() == Path(name).stem
     assert not list(out.parent.glob(".raw.*"))   # no half-built directory left beside it
 
 

@@ -104,3 +104,56 @@ def test_member_inputs_are_pooled_pretrained_features_for_a_probe():
     assert member_inputs(images, BNCONV, torch.device("cpu")) is images      # bnconv reads pixels
     features = member_inputs(images, PROBE, torch.device("cpu"))
     assert features.shape == (5, 1280) and features.dtype == torch.float32
+
+
+def test_linear_probe_standardised_once_reaches_the_same_optimum():
+    """Standardising once outside the L-BFGS closure gives the weights of standardising at
+    every evaluation (the former code, written out here as the reference)."""
+    from stages.filter.ensemble import ProbeHead, fit_linear_probe
+
+    gen = torch.Generator().manual_seed(3)
+    features = torch.cat([torch.randn(40, 64, generator=gen) + 0.8 * (torch.arange(64) < 10),
+                          torch.randn(25, 64, generator=gen)]) * 2 + 1
+    labels = torch.tensor([1.0] * 40 + [0.0] * 25)
+    cfg = FilterNet(arch="mobilenet_v2", image_size=32, hidden=[], epochs=60, weight_decay=0.01)
+
+    def fresh() -> ProbeHead:
+        torch.manual_seed(7)
+        model = ProbeHead(64, [], 0.0)
+        model.fit_standardiser(features)
+        return model
+
+    reference = fresh()
+    share = labels.mean()
+    weight = torch.where(labels > 0.5, 0.5 / share, 0.5 / (1 - share))
+    opt = torch.optim.LBFGS(reference.parameters(), lr=1.0, max_iter=cfg.epochs, history_size=20,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        logits = reference(features)          # forward standardises: a new N x D copy per evaluation
+        loss = (torch.nn.functional.binary_cross_entropy_with_logits(logits.squeeze(1), labels, reduction="none")
+                * weight).mean() + 0.5 * cfg.weight_decay * reference.head[-1].weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    model = fresh()
+    state = fit_linear_probe(model, model.standardise_(features.clone()), labels, cfg, torch.device("cpu"))
+    assert torch.allclose(state["head.0.weight"], reference.head[0].weight, atol=1e-5)
+    assert torch.allclose(state["head.0.bias"], reference.head[0].bias, atol=1e-5)
+    assert torch.equal(state["mean"], reference.mean) and torch.equal(state["std"], reference.std)
+    model.load_state_dict(state)
+    with torch.no_grad():
+        probs, reference_probs = (torch.sigmoid(m(features)).squeeze(1) for m in (model, reference))
+    assert torch.allclose(probs, reference_probs, atol=1e-6)
+    assert ((probs >= 0.5) == labels.bool()).float().mean() > 0.9      # it did learn
+
+
+def test_member_inputs_take_a_prebuilt_trunk_and_embed_nothing_for_no_images():
+    from stages.filter.ensemble import probe_trunk
+    images = torch.randint(0, 255, (3, 3, 32, 32), dtype=torch.uint8)
+    trunk = probe_trunk(PROBE)
+    assert torch.equal(member_inputs(images, PROBE, torch.device("cpu"), trunk),
+                       member_inputs(images, PROBE, torch.device("cpu")))
+    assert member_inputs(images[:0], PROBE, torch.device("cpu"), trunk).shape == (0, 1280)

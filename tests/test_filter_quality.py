@@ -140,3 +140,22 @@ def test_percentiles_are_numpys_bit_for_bit(n):
     for values in (rng.random(n), rng.integers(0, 256, n) / 255.0):
         q = [0, 0.5, 5, 50, 99, 99.5, 100]
         assert np.array_equal(percentiles(values.copy(), q), np.percentile(values, q))
+
+
+def test_exact_duplicates_decode_again_only_what_may_be_identical(tmp_path, monkeypatch):
+    """Hash candidates decoded at full size whose thumbnails differ are ruled out without a
+    second decode; a true copy (other bytes, same pixels) is still confirmed by one."""
+    import stages.filter.quality as quality
+    original = scene(seed=1)
+    paths = [save(tmp_path, "orig.png", original), str(tmp_path / "copy.png")]
+    original.save(paths[1], compress_level=0)
+    brighter = np.clip(np.asarray(original).astype(int) + 4, 0, 255).astype(np.uint8)
+    paths.append(save(tmp_path, "near.png", Image.fromarray(brighter)))   # a hash candidate, not a copy
+    decoded = []
+    real_hash = quality.full_pixel_hash
+    monkeypatch.setattr(quality, "full_pixel_hash", lambda p: decoded.append(p) or real_hash(p))
+    stats = [measure(p, 128) for p in paths]
+    assert len(quality.phash_pairs(stats, quality.EXACT_CANDIDATE_BITS)) == 3
+    pairs = quality.identical_pairs(stats, quality.phash_pairs(stats, quality.EXACT_CANDIDATE_BITS))
+    assert pairs.tolist() == [[0, 1]]
+    assert sorted(decoded) == sorted(paths[:2])

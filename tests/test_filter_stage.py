@@ -13,6 +13,7 @@ from PIL import Image, ImageFilter
 from stages.filter.__main__ import main
 from stages.shared.neardup import group_near_duplicates
 from stages.common.errors import run_stage
+from stages.shared.packs import list_members, member_name, packed_path, read_bytes, write_packs
 
 TINY_FILTER = {
     "quality": {"near_max_distance": 10},
@@ -71,16 +72,15 @@ def build_corpus(root: Path, with_truth: bool = True) -> None:
             (cls, "junk", "blank", encode(Image.new("RGB", (48, 48), tuple(rng.integers(0, 255, 3).tolist()))), "png"),
             (cls, "junk", "truncated", encode(pot(rng))[:300], "png"),
         ]
-    raw, manifest = root / "data/raw", []
+    raw, manifest, members = root / "data/raw", [], []
     for k, (cls, kind, junk, data, ext) in enumerate(items):
         sha = hashlib.sha256(data).hexdigest()
-        path = raw / cls / f"{sha}.{ext}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        members.append((member_name(cls, sha, ext), data))
         truth = {"kind": kind, "junk": junk} if with_truth else None
         factors = {"height": k / len(items)} if with_truth and kind == "pot" else None
-        manifest.append({"path": path.relative_to(root).as_posix(), "sha256": sha, "class": cls,
+        manifest.append({"path": packed_path("data/raw", cls, sha, ext), "sha256": sha, "class": cls,
                          "fields": None, "factors": factors, "truth": truth, "term": cls, "engine": "local"})
+    write_packs(raw, members)
     (raw / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in manifest))
 
 
@@ -122,9 +122,10 @@ def test_stage_on_tiny_raw_folder(tmp_path, monkeypatch):
     junk_kept = [truth[r["sha256"]]["junk"] for r in kept if truth[r["sha256"]]["junk"]]
     assert junk_kept == []
     for row in kept:
-        assert Path(row["path"]).is_file() and row["path"].startswith(f"data/filtered/{row['class']}/")
+        assert row["path"] == packed_path("data/filtered", row["class"], row["sha256"], Path(row["raw_path"]).suffix)
         assert len(row["phash"]) == 16 and row["raw_path"].startswith("data/raw/")
-        assert hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest() == row["sha256"]
+        assert hashlib.sha256(read_bytes(row["path"])).hexdigest() == row["sha256"]
+    assert list_members("data/filtered") == sorted(row["path"] for row in kept)   # the kept images, no other
     # the rows' ground truth and factors (the demo embeds them, the crawl reads them) pass
     # through to the kept pots: split carries the factors on, for MIG
     kept_pots = [r for r in kept if truth[r["sha256"]]["kind"] == "pot"]
@@ -152,6 +153,7 @@ def test_stage_on_tiny_raw_folder(tmp_path, monkeypatch):
     ({"net": {**TINY_FILTER["filters"]["object"]["net"], "widths": [8, 8, 8, 8, 8]}},
      "filter.filters.object.net.image_size"),
     ({"net": {"arch": "bnconv", "image_size": 16}}, "filter.filters.object.net.hidden"),   # required
+    ({"max_examples": -1}, "filter.filters.object.max_examples"),
 ])
 def test_bad_filter_params_exit_2(tmp_path, monkeypatch, capsys, bad, key):
     monkeypatch.chdir(tmp_path)
@@ -252,27 +254,119 @@ def test_per_class_filter_takes_other_classes_as_negatives(tmp_path, monkeypatch
     assert metrics["counts"]["by_reason"].get("filter:object", 0) == 0   # threshold 0 keeps all
 
 
-def test_member_inputs_are_computed_once_per_view_and_keep_example_order(tmp_path, monkeypatch):
-    """Crawled examples reuse the rows' inputs; a curated image outside the crawl is read itself."""
+def shades(root: Path, values) -> list[str]:
+    paths = []
+    for k, shade in enumerate(values):
+        paths.append(str(root / f"img{k}.png"))
+        Image.new("RGB", (20, 20), (shade, shade // 2, 255 - shade)).save(paths[-1])
+    return paths
+
+
+PROBE_NET = {"arch": "mobilenet_v2", "image_size": 32, "hidden": [], "epochs": 20, "weight_decay": 0.001}
+BNCONV_NET = {"arch": "bnconv", "image_size": 16, "widths": [8, 16], "hidden": [16], "epochs": 1,
+              "weight_decay": 0.0001}
+
+
+def test_probe_features_are_computed_once_in_chunks_and_keep_example_order(tmp_path, monkeypatch):
+    """Crawled examples reuse the rows' features; a curated image outside the crawl is read itself."""
     import stages.filter.__main__ as filter_stage
     from stages.filter.__main__ import MemberInputs
-    from stages.filter.labels import Example
     from stages.filter.config import FilterNet
+    from stages.filter.labels import Example
 
-    monkeypatch.chdir(tmp_path)
-    paths = []
-    for k, shade in enumerate((30, 120, 220)):
-        paths.append(f"img{k}.png")
-        Image.new("RGB", (20, 20), (shade, shade, shade)).save(paths[-1])
+    paths = shades(tmp_path, (30, 120, 220, 90))
     calls = []
     real = filter_stage.load_images
     monkeypatch.setattr(filter_stage, "load_images", lambda p, s, **kw: calls.append(len(p)) or real(p, s, **kw))
-    cache = MemberInputs([{"path": p} for p in paths[:2]], torch.device("cpu"))
-    net = FilterNet(arch="bnconv", image_size=16, widths=[8, 16], hidden=[64], epochs=160, weight_decay=0.0001)
-    examples = [Example(paths[2], 0, "folder", None), Example(paths[1], 1, "demo", 1), Example(paths[0], 1, "demo", 0)]
+    cache = MemberInputs([{"path": p} for p in paths[:3]], torch.device("cpu"), chunk=2)
+    net = FilterNet(**PROBE_NET)
+    examples = [Example(paths[3], 0, "folder", None), Example(paths[1], 1, "demo", 1), Example(paths[0], 1, "demo", 0)]
     got = cache.examples(examples, net)
-    assert calls == [2, 1]                                        # the rows once, the loose image once
-    assert torch.equal(got[1], cache.rows(net)[1]) and torch.equal(got[2], cache.rows(net)[0])
-    assert got[0].float().mean() > got[1].float().mean() > got[2].float().mean()   # order kept
+    assert calls == [2, 1, 1]                      # the 3 rows in chunks of 2, then the loose image
+    features = cache.features(net)
+    assert features.shape == (3, 1280) and features.dtype == torch.float32
+    assert torch.equal(got[1], features[1]) and torch.equal(got[2], features[0])
+    assert not torch.allclose(got[0], features[2])                          # its own file, not a row's
     cache.examples(examples[1:], net)
-    assert calls == [2, 1]                                        # nothing read again
+    cache.probs([build_state(net)], net, np.array([2, 0]))
+    assert calls == [2, 1, 1]                      # nothing read again
+
+
+def build_state(net) -> dict:
+    from stages.filter.ensemble import build_member
+    torch.manual_seed(0)
+    return build_member(net).state_dict()
+
+
+def test_convnet_reads_only_its_examples_and_keeps_no_crawl_pixels(tmp_path, monkeypatch):
+    import stages.filter.__main__ as filter_stage
+    from stages.filter.__main__ import MemberInputs
+    from stages.filter.config import FilterNet
+    from stages.filter.labels import Example
+
+    paths = shades(tmp_path, (30, 120, 220, 90, 160))
+    calls = []
+    real = filter_stage.load_images
+    monkeypatch.setattr(filter_stage, "load_images", lambda p, s, **kw: calls.append(list(p)) or real(p, s, **kw))
+    cache = MemberInputs([{"path": p} for p in paths[:4]], torch.device("cpu"), chunk=3)
+    net = FilterNet(**BNCONV_NET)
+    got = cache.examples([Example(paths[4], 0, "folder", None), Example("elsewhere.png", 1, "folder", 2)], net)
+    assert calls == [[paths[4], paths[2]]]         # the loose file, and a linked one from its crawl row
+    assert got.shape == (2, 3, 16, 16) and got.dtype == torch.uint8
+    assert got[0].float().mean() != got[1].float().mean()
+    calls.clear()
+    cache.probs([build_state(net)], net, np.array([3, 1, 0, 2]))
+    assert calls == [[paths[3], paths[1], paths[0]], [paths[2]]]     # the cascade's rows, a chunk at a time
+
+
+@pytest.mark.parametrize("net", [PROBE_NET, BNCONV_NET])
+def test_chunked_member_inputs_and_probs_equal_whole(tmp_path, net):
+    from stages.filter.__main__ import MemberInputs
+    from stages.filter.config import FilterNet
+    from stages.filter.ensemble import ensemble_probs, member_inputs
+    from stages.filter.labels import Example
+    from stages.shared.images import load_images
+
+    paths = shades(tmp_path, range(10, 250, 24))                    # 10 images
+    rows, net = [{"path": p} for p in paths], FilterNet(**net)
+    chunked, whole = (MemberInputs(rows, torch.device("cpu"), chunk=c) for c in (3, 1024))
+    examples = [Example(p, k % 2, "demo", k) for k, p in enumerate(paths)][::-1]
+    assert torch.allclose(chunked.examples(examples, net), whole.examples(examples, net), atol=1e-5)
+    reference = member_inputs(load_images(paths, net.image_size), net, torch.device("cpu"))   # all at once
+    assert torch.allclose(chunked.examples(examples, net), reference.flip(0), atol=1e-5)
+    states, index = [build_state(net), build_state(net)], np.array([9, 0, 4, 5, 1, 7, 2])
+    expected = ensemble_probs(states, net, reference[index], torch.device("cpu"))
+    assert np.allclose(chunked.probs(states, net, index), expected, atol=1e-5)
+    assert np.allclose(whole.probs(states, net, index), expected, atol=1e-5)
+    assert chunked.probs(states, net, index[:0]).shape == (2, 0)
+
+
+def labelled(n_keep: int, n_reject: int):
+    from stages.filter.labels import Example
+    return [Example(f"{k}.png", int(k < n_keep), "demo", k) for k in range(n_keep + n_reject)]
+
+
+def test_cap_draws_a_seeded_label_stratified_sample_in_order():
+    from stages.filter.labels import cap_examples
+    examples = labelled(900, 100)
+    sample = cap_examples(examples, 200, seed=5)
+    assert len(sample) == 200 and sum(e.keep for e in sample) == 180          # the 9:1 share kept
+    assert [e.row for e in sample] == sorted(e.row for e in sample)           # example order kept
+    assert cap_examples(examples, 200, seed=5) == sample                      # same seed, same sample
+    assert cap_examples(examples, 200, seed=6) != sample
+    assert cap_examples(examples, 0, seed=5) == examples                      # 0: no cap
+    assert cap_examples(examples, 1000, seed=5) == examples                   # under the cap: all
+    rare = cap_examples(labelled(999, 1), 10, seed=5)                         # a rare label stays present
+    assert len(rare) == 10 and sum(1 - e.keep for e in rare) == 1
+
+
+def test_max_examples_caps_what_a_filter_trains_and_scores_on(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    build_corpus(tmp_path)
+    section = json.loads(json.dumps(TINY_FILTER))
+    section["filters"]["object"]["max_examples"] = 20             # of 38 labelled pots and distractors
+    write_params(tmp_path, section)
+    main(ARGS)
+    scores = json.load(open("metrics/filter.json"))["filters"]["object"]
+    assert scores["n_train"] + scores["heldout"]["n"] == 20
+    assert scores["heldout"]["n"] == 5 and scores["heldout"]["n_reject"] == 1   # holdout 0.25 of the sample

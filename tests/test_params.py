@@ -36,6 +36,7 @@ def test_repo_params_are_valid(repo_params):
     (lambda d: d["train"]["classifier"].update(epochs=True), "train.classifier.epochs"),
     (lambda d: d["split"]["rebalance"].update(mode="median"), "split.rebalance.mode"),
     (lambda d: d.update(extra={}), "extra"),
+    (lambda d: d["filter"]["filters"]["object"].update(max_examples=-1), "filter.filters.object.max_examples"),
 ])
 def test_bad_values_name_their_key(tmp_path, repo_params, mutate, path):
     data = copy.deepcopy(repo_params)

@@ -3,7 +3,6 @@ feeding the filter stage."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from conftest import stage_env
 from test_filter_stage import TINY_FILTER, build_corpus, write_params
 
 from stages.filter.ensemble import VOTE_MODES, vote
+from stages.shared.packs import packed_path, read_bytes
 from stages.tools.review.decisions import CrawledImage, LabelFolder, ReviewError
 from stages.tools.review.queue import review_order
 from stages.tools.review.scores import Scores, vote_score
@@ -108,8 +108,8 @@ def test_decisions_copy_move_and_take_back_without_duplicates(tmp_path):
 
     kept = labels.decide(image, "keep")
     assert label_files(folder) == {"keep": [name], "reject": []}          # both sides exist: the filter needs them
-    assert kept.read_bytes() == image.path.read_bytes()
-    assert kept.stat().st_ino != image.path.stat().st_ino                  # a copy, never a link into data/raw
+    assert kept.read_bytes() == read_bytes(image.path)                     # the packed image's bytes
+    assert kept.is_file() and not kept.is_symlink()                        # a plain file a person can open
     labels.decide(image, "reject")
     assert label_files(folder) == {"keep": [], "reject": [name]}
     assert labels.decision(rows[0]["sha256"]) == "reject"
@@ -124,7 +124,7 @@ def test_a_folder_curated_by_hand_is_read_and_its_conflicts_moved(tmp_path):
     folder = tmp_path / FOLDER
     (folder / "reject").mkdir(parents=True)
     (folder / "keep").mkdir()
-    shutil.copyfile(tmp_path / rows[1]["path"], folder / "reject" / "my name.png")   # same bytes, own name
+    (folder / "reject" / "my name.png").write_bytes(read_bytes(tmp_path / rows[1]["path"]))   # same bytes, own name
     labels = LabelFolder(folder, tmp_path / "data/raw")
     assert labels.decision(rows[1]["sha256"]) == "reject"
     assert labels.counts({r["sha256"]: r["class"] for r in rows})["bowl"] == {"keep": 0, "reject": 1}
@@ -137,7 +137,7 @@ def test_writer_refuses_paths_outside_the_crawl_and_the_folder(tmp_path):
     folder = tmp_path / FOLDER
     labels = LabelFolder(folder, tmp_path / "data/raw")
     secret = tmp_path / "secret.png"
-    secret.write_bytes((tmp_path / rows[0]["path"]).read_bytes())
+    secret.write_bytes(read_bytes(tmp_path / rows[0]["path"]))
     good = crawled(tmp_path, rows[0])
     hostile = {
         "outside the crawl": CrawledImage(good.sha256, "bowl", tmp_path / "data/raw/../secret.png"),
@@ -204,9 +204,15 @@ def test_bad_requests_get_a_4xx_json_with_a_message(tmp_path):
         assert response.status_code == status, what
         assert message in response.json()["detail"], what
     assert not (tmp_path / FOLDER).exists()
+    shown = client.get("/review/api/image/" + sha)                       # read out of its pack
+    assert shown.status_code == 200 and shown.headers["content-type"] == "image/png"
+    assert shown.content == read_bytes(tmp_path / rows[0]["path"])
     ok = post({"id": sha, "decision": "keep"})
     assert ok.status_code == 200 and ok.json()["file"] == f"{FOLDER}/keep/bowl/{sha}.png"
     assert ok.json()["counts"]["bowl"] == {"total": 28, "reviewed": 1, "kept": 1, "rejected": 0}
+    (tmp_path / rows[1]["path"]).parent.unlink()                          # its pack gone
+    gone = client.get("/review/api/image/" + rows[1]["sha256"])
+    assert gone.status_code == 404 and "the crawled file is gone" in gone.json()["detail"]
 
 
 # --- the page, in real Chromium, feeding the filter stage -------------------------------
@@ -312,8 +318,8 @@ def test_page_in_chromium_writes_labels_the_filter_then_trains_on(tmp_path):
             assert "4/27 reviewed · 2 kept · 2 rejected" in page.text("classes")
             for sha in (first, second, third, fourth):        # the bytes the filter links to the crawl row
                 side = "keep" if sha in (third, fourth) else "reject"
-                copy, crawled_file = folder / side / "bowl" / f"{sha}.png", tmp_path / "data/raw/bowl" / f"{sha}.png"
-                assert copy.read_bytes() == crawled_file.read_bytes()
+                copy = folder / side / "bowl" / f"{sha}.png"
+                assert copy.read_bytes() == read_bytes(packed_path(tmp_path / "data/raw", "bowl", sha, "png"))
 
             metrics = run_filter(tmp_path)["filters"]["object"]
             assert metrics["n_train"] + metrics["heldout"]["n"] == 4   # the four decisions, and nothing else
@@ -358,7 +364,7 @@ def test_kiln_serve_review_serves_the_page_beside_the_classifier(tmp_path):
             except httpx.TransportError:
                 time.sleep(0.3)
         assert state is not None and state.status_code == 200, proc.stdout.read() if proc.poll() is not None else ""
-        image = (tmp_path / rows[0]["path"]).read_bytes()
+        image = read_bytes(tmp_path / rows[0]["path"])
         answer = httpx.post(f"http://127.0.0.1:{port}/classify", files={"img": ("x.png", image)}, timeout=30)
         assert answer.status_code == 200 and {p["label"] for p in answer.json()["predictions"]} == {"bowl", "vase"}
         page = httpx.get(f"http://127.0.0.1:{port}/review", timeout=10)

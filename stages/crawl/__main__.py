@@ -4,7 +4,7 @@ Searches every ``crawl.queries`` term with headless Chromium on ``crawl.engine``
 default the embedded local site over the demo corpus, which the crawl renders into
 --work itself; --demo DIR serves one ``python -m stages.demo`` wrote instead), or
 ingests a folder (``engine: folder``), downloads the full-size images
-safely, and writes data/raw/<class>/<sha256>.<ext>, data/raw/manifest.jsonl,
+safely, and writes data/raw/<class>/<xx>.zip (image packs, stages/shared/packs.py), data/raw/manifest.jsonl,
 data/raw/failures.jsonl and data/raw/summary.json (per search: found of requested; a
 search that found fewer than its count also prints one warning line). Progress is
 journaled under --work, outside DVC outputs, so a killed crawl resumes where it

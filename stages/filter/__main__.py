@@ -2,8 +2,8 @@
 
 Runs the data-quality checks (stages/filter/quality.py) over every crawled image, then
 a cascade of ensemble filters (stages/filter/ensemble.py) over the survivors; a filter
-without labelled examples is skipped, saying so in one line. Kept images are copied to
-``<out>/<class>/<sha256>.<ext>`` with ``<out>/manifest.jsonl`` (the raw rows, ``fields``,
+without labelled examples is skipped, saying so in one line. Kept images are packed into
+``<out>/<class>/<xx>.zip`` (stages/shared/packs.py) with ``<out>/manifest.jsonl`` (the raw rows, ``fields``,
 ``factors``, ``truth`` and ``split`` included, plus ``phash`` and ``raw_path``); every
 rejected image goes to ``<out>/rejected.jsonl`` with its reasons. Ground truth comes from
 the rows themselves (the demo embeds it in its files), never from a join. Nothing in
@@ -31,12 +31,14 @@ from stages.filter.ensemble import (
     VOTE_MODES,
     FilterRun,
     ensemble_probs,
+    is_probe,
     member_inputs,
+    probe_trunk,
     run_cascade,
     train_member,
     vote,
 )
-from stages.filter.labels import Example, for_class, gather_examples, holdout_mask
+from stages.filter.labels import Example, cap_examples, example_key, for_class, gather_examples, holdout_mask
 from stages.filter.outputs import (
     count_reasons,
     save_models,
@@ -62,35 +64,68 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-class MemberInputs:
-    """What ensemble members read for each crawled row (images, or the frozen trunk's
-    features), computed once per (arch, image size) and shared by training, every class of
-    a per-class filter and the cascade: the labelled examples are mostly crawled rows, so
-    the trunk would otherwise run over the same images several times."""
+CHUNK = 1024   # images decoded at a time: one chunk's pixels are in memory, never the whole crawl's
 
-    def __init__(self, rows: list[dict], device: torch.device):
+
+class MemberInputs:
+    """What ensemble members read, streamed from the crawled files ``chunk`` images at a time.
+
+    A probe's inputs are the frozen trunk's (N_rows, D) float32 features, computed once per
+    (arch, image size) and shared by training, every class of a per-class filter and the
+    cascade (the labelled examples are mostly crawled rows: the trunk would otherwise run
+    over the same images several times); only those features are kept, no image. A convnet
+    reads pixels, decoded when needed: its labelled examples to train on, then the
+    cascade's rows chunk by chunk."""
+
+    def __init__(self, rows: list[dict], device: torch.device, chunk: int = CHUNK):
         self.paths = [row["path"] for row in rows]
         self.device = device
-        self._by_view: dict[tuple[str, int], torch.Tensor] = {}
+        self.chunk = chunk
+        self._features: dict[tuple[str, int], torch.Tensor] = {}
 
-    def rows(self, net) -> torch.Tensor:
-        """(N_rows, ...) inputs for every crawled row."""
+    def read(self, paths: list[str], net) -> torch.Tensor:
+        """(P, ...) member inputs of these files, decoded and embedded chunk by chunk into one
+        tensor (no list of chunks to concatenate: that would hold the result twice)."""
+        trunk = probe_trunk(net) if is_probe(net) else None
+        out = None
+        for start in range(0, len(paths), self.chunk):
+            images = load_images(paths[start:start + self.chunk], net.image_size, on_error="zeros")
+            part = member_inputs(images, net, self.device, trunk)
+            if out is None:
+                out = part.new_empty((len(paths), *part.shape[1:]))
+            out[start:start + len(part)] = part
+        return out if out is not None else member_inputs(load_images([], net.image_size), net, self.device)
+
+    def features(self, net) -> torch.Tensor:
+        """(N_rows, D) trunk features of every crawled row (a probe's view), computed once."""
         view = (net.arch, net.image_size)
-        if view not in self._by_view:
-            self._by_view[view] = member_inputs(load_images(self.paths, net.image_size, on_error="zeros"), net, self.device)
-        return self._by_view[view]
+        if view not in self._features:
+            self._features[view] = self.read(self.paths, net)
+        return self._features[view]
 
     def examples(self, examples: list[Example], net) -> torch.Tensor:
-        """(E, ...) inputs in example order; curated images outside the crawl are read here."""
-        from_rows = self.rows(net)
-        loose = [k for k, e in enumerate(examples) if e.row is None]
-        out = from_rows.new_empty((len(examples), *from_rows.shape[1:]))
+        """(E, ...) inputs in example order; a crawled example is read from its row, a curated
+        image outside the crawl from its own file."""
+        if not is_probe(net):
+            return self.read([self.paths[e.row] if e.row is not None else e.path for e in examples], net)
+        from_rows = self.features(net)
+        out = from_rows.new_empty((len(examples), from_rows.shape[1]))
         linked = [k for k, e in enumerate(examples) if e.row is not None]
+        loose = [k for k, e in enumerate(examples) if e.row is None]
         out[linked] = from_rows[[examples[k].row for k in linked]]
         if loose:
-            out[loose] = member_inputs(load_images([examples[k].path for k in loose], net.image_size, on_error="zeros"),
-                                       net, self.device)
+            out[loose] = self.read([examples[k].path for k in loose], net)
         return out
+
+    def probs(self, states: list[dict], net, index: np.ndarray) -> np.ndarray:
+        """(K, M) members' P(keep) of the crawled rows ``index``, a chunk of rows at a time."""
+        parts = [np.zeros((len(states), 0), dtype=np.float32)]
+        for start in range(0, len(index), self.chunk):
+            rows = index[start:start + self.chunk]
+            inputs = (self.features(net)[torch.as_tensor(rows)] if is_probe(net)
+                      else self.read([self.paths[i] for i in rows], net))
+            parts.append(ensemble_probs(states, net, inputs, self.device))
+        return np.concatenate(parts, axis=1)
 
 
 def reject_scores(keep_true: np.ndarray, keep_pred: np.ndarray) -> dict:
@@ -126,9 +161,12 @@ def cascade_note(cascade: list[str], skipped: dict[str, str]) -> str | None:
 
 def train_filter(name: str, position: int, fcfg, rows: list[dict], examples: list[Example],
                  params: SimpleNamespace, cache: MemberInputs) -> FilterRun:
-    """Hold some labelled examples out, train the K members (per class with ``per_class``), score
-    them on the held-out part."""
+    """Take at most ``max_examples`` labelled examples, hold some out, train the K members (per
+    class with ``per_class``), score them on the held-out part."""
     seed = params.base.seed + 1000 * (position + 1)
+    examples = cap_examples(examples, fcfg.max_examples, seed)
+    inputs = cache.examples(examples, fcfg.net)      # read once, shared by the classes' groups
+    position_of = {example_key(e): k for k, e in enumerate(examples)}
     groups = ({cls: for_class(examples, rows, cls) for cls in sorted({row["class"] for row in rows})}
               if fcfg.per_class else {ALL_CLASSES: examples})
     states, seeds, used, held_all, truth, votes = {}, [], [], [], [], []
@@ -139,16 +177,16 @@ def train_filter(name: str, position: int, fcfg, rows: list[dict], examples: lis
             raise StageError(f"{where}: needs both keep and reject examples "
                              f"(found {int(labels.sum())} keep, {int(len(labels) - labels.sum())} reject)")
         held = holdout_mask(group, fcfg.holdout, seed)
-        inputs = cache.examples(group, fcfg.net)
+        group_inputs = inputs if group is examples else inputs[[position_of[example_key(e)] for e in group]]
         group_seeds = [seed + k for k in range(fcfg.members)]
-        states[key] = [train_member(inputs[~held], labels[~held], fcfg.net, s, cache.device)
+        states[key] = [train_member(group_inputs[~held], labels[~held], fcfg.net, s, cache.device)
                        for s in tqdm(group_seeds, desc=f"filter {name} {key}: members", leave=False)]
         seeds += group_seeds
         used += group
         held_all.append(held)
         if held.any():
             truth.append(labels[held] == 1)
-            votes.append(ensemble_probs(states[key], fcfg.net, inputs[held], cache.device))   # (K, H)
+            votes.append(ensemble_probs(states[key], fcfg.net, group_inputs[held], cache.device))   # (K, H)
     return FilterRun(name, fcfg, states, seeds, used, np.concatenate(held_all), heldout_scores(truth, votes, fcfg))
 
 
@@ -181,8 +219,7 @@ def apply_cascade(runs: list[FilterRun], rows: list[dict], alive: np.ndarray,
                 mine = np.array([key in (ALL_CLASSES, rows[i]["class"]) for i in index], dtype=bool)
                 if not mine.any():
                     continue
-                probs = ensemble_probs(states, run.cfg.net, cache.rows(run.cfg.net)[torch.as_tensor(index[mine])],
-                                       cache.device)
+                probs = cache.probs(states, run.cfg.net, index[mine])
                 for col, i in enumerate(index[mine].tolist()):
                     probs_of.setdefault(i, {})[run.name] = [round(float(p), 4) for p in probs[:, col]]
                 keep[mine] = vote(probs, run.cfg.vote, run.cfg.threshold)

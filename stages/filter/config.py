@@ -96,6 +96,9 @@ class EnsembleFilter:
     vote: Literal["all", "majority", "mean"] = "all"
     threshold: float = field(default=0.9, metadata=PROBABILITY)
     holdout: float = field(default=0.3, metadata=bounds(ge=0, lt=1))  # labelled share kept for scoring
+    # labelled examples used at most (a seeded, label-stratified sample; holdout is taken from
+    # it), 0: all. The probe's accuracy saturates well below this, its cost would not.
+    max_examples: int = field(default=20000, metadata=bounds(ge=0))
     per_class: bool = False     # one ensemble per class; other classes' rows are its rejects
     net: FilterNet              # required, as labels: the shipped filters' differ
     labels: FilterLabels

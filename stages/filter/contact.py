@@ -6,6 +6,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from stages.common.io import atomic_path
+from stages.shared.packs import open_image
 
 CAPTION_PX = 12
 
@@ -14,7 +15,7 @@ def _tile(path: str, tile: int) -> Image.Image:
     """The image letterboxed into a tile; an undecodable file becomes a grey 'unreadable' tile."""
     canvas = Image.new("RGB", (tile, tile), (40, 40, 40))
     try:
-        with Image.open(path) as img:
+        with open_image(path) as opened, Image.open(opened) as img:
             img = img.convert("RGB")
             img.thumbnail((tile, tile))
             canvas.paste(img, ((tile - img.width) // 2, (tile - img.height) // 2))

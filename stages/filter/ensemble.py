@@ -49,6 +49,10 @@ class ProbeHead(nn.Module):
         # training sample must not blow up on a new image where it fires
         self.std.copy_(std.clamp_min(0.1 * float(std.mean()) + 1e-8))
 
+    def standardise_(self, features: torch.Tensor) -> torch.Tensor:
+        """``features`` standardised in place (and returned): what ``forward`` feeds the head."""
+        return features.sub_(self.mean).div_(self.std)
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.head((features - self.mean) / self.std)
 
@@ -63,14 +67,26 @@ def build_member(net_cfg) -> nn.Module:
     raise ValueError(f"unknown filter net arch {net_cfg.arch!r}")
 
 
-def member_inputs(images: torch.Tensor, net_cfg, device: torch.device) -> torch.Tensor:
-    """What the members read, for (N, 3, S, S) uint8 images: the images themselves for a
-    convnet; (N, D) float pooled features of the frozen pretrained trunk for a probe."""
-    if net_cfg.arch == "bnconv":
-        return images
+def is_probe(net_cfg) -> bool:
+    """Whether the members read a frozen trunk's features (else they read pixels)."""
+    return net_cfg.arch in PROBE_DIMS
 
-    trunk = PooledEmbedding(net_cfg.arch, size=net_cfg.image_size)
-    return embed(trunk, images, device, batch=128).float()
+
+def probe_trunk(net_cfg) -> PooledEmbedding:
+    """The frozen pretrained trunk a probe's features come from; build it once to embed many chunks."""
+    return PooledEmbedding(net_cfg.arch, size=net_cfg.image_size)
+
+
+def member_inputs(images: torch.Tensor, net_cfg, device: torch.device,
+                  trunk: PooledEmbedding | None = None) -> torch.Tensor:
+    """What the members read, for (N, 3, S, S) uint8 images: the images themselves for a
+    convnet; (N, D) float32 pooled features of the frozen pretrained trunk for a probe
+    (``trunk`` from ``probe_trunk``, built here when not given)."""
+    if not is_probe(net_cfg):
+        return images
+    if len(images) == 0:
+        return torch.zeros((0, PROBE_DIMS[net_cfg.arch]), dtype=torch.float32)
+    return embed(trunk if trunk is not None else probe_trunk(net_cfg), images, device, batch=128).float()
 
 
 def _model_input(batch: torch.Tensor, net_cfg, generator: torch.Generator | None) -> torch.Tensor:
@@ -153,7 +169,9 @@ def train_member(inputs: torch.Tensor, labels: np.ndarray, net_cfg, seed: int,
     if isinstance(model, ProbeHead):
         model.fit_standardiser(x_all)
         if not net_cfg.hidden:
-            return fit_linear_probe(model, x_all, y_all, net_cfg, device)
+            # x_all is this member's own copy (the bootstrap gather): standardised in place,
+            # once, instead of a new N x D copy at every L-BFGS evaluation
+            return fit_linear_probe(model, model.standardise_(x_all), y_all, net_cfg, device)
     model = model.to(device)
     gen = torch.Generator().manual_seed(seed)
     epoch_size = len(epoch_order(y_all, net_cfg.balance, torch.Generator().manual_seed(0)))
@@ -175,17 +193,19 @@ def train_member(inputs: torch.Tensor, labels: np.ndarray, net_cfg, seed: int,
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
-def fit_linear_probe(model: ProbeHead, features: torch.Tensor, labels: torch.Tensor, net_cfg,
+def fit_linear_probe(model: ProbeHead, standardised: torch.Tensor, labels: torch.Tensor, net_cfg,
                      device: torch.device) -> dict:
     """Logistic regression on standardised features, solved to convergence by full-batch L-BFGS.
 
-    Minimises the (label-balanced, with ``balance``) mean cross-entropy + weight_decay/2 ||w||^2,
-    the objective of scikit-learn's LogisticRegression with C = 1 / (weight_decay N). SGD on
-    1,280 features and a few hundred rejects stops short of that optimum and overfits the
-    bootstrap sample; ``epochs`` caps the L-BFGS iterations.
+    ``standardised``: the training features already standardised with the model's own
+    buffers (``model.standardise_``), so each evaluation is one matrix product, not a fresh
+    N x D copy. Minimises the (label-balanced, with ``balance``) mean cross-entropy +
+    weight_decay/2 ||w||^2, the objective of scikit-learn's LogisticRegression with
+    C = 1 / (weight_decay N). SGD on 1,280 features and a few hundred rejects stops short
+    of that optimum and overfits the bootstrap sample; ``epochs`` caps the L-BFGS iterations.
     """
     model = model.to(device)
-    x, y = features.to(device), labels.to(device)
+    x, y = standardised.to(device), labels.to(device)
     share = y.mean().clamp(1e-6, 1 - 1e-6)
     weight = torch.where(y > 0.5, 0.5 / share, 0.5 / (1 - share)) if net_cfg.balance else torch.ones_like(y)
     linear = model.head[-1]
@@ -194,7 +214,7 @@ def fit_linear_probe(model: ProbeHead, features: torch.Tensor, labels: torch.Ten
 
     def closure() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
-        loss = (nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y, reduction="none")
+        loss = (nn.functional.binary_cross_entropy_with_logits(linear(x).squeeze(1), y, reduction="none")
                 * weight).mean() + 0.5 * net_cfg.weight_decay * linear.weight.pow(2).sum()
         loss.backward()
         return loss

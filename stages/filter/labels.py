@@ -22,6 +22,7 @@ from stages.common.io import sha256_file
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 SOURCE_PRIORITY = {"weak": 0, "demo": 1, "folder": 2}
+CAP_STREAM = 1   # cap_examples' random stream of a filter's seed, apart from holdout_mask's
 
 
 @dataclass
@@ -87,6 +88,11 @@ def for_class(examples: list[Example], rows: list[dict], cls: str) -> list[Examp
     return out
 
 
+def example_key(ex: Example) -> tuple:
+    """What makes two examples the same image: its crawl row, or its file outside the crawl."""
+    return ("row", ex.row) if ex.row is not None else ("file", ex.path)
+
+
 def gather_examples(rows: list[dict], labels_cfg) -> list[Example]:
     """All labelled examples of one filter; an image labelled twice keeps its best source's label."""
     candidates: list[Example] = []
@@ -98,7 +104,7 @@ def gather_examples(rows: list[dict], labels_cfg) -> list[Example]:
         candidates += folder_examples(Path(labels_cfg.folder), rows)
     best: dict[object, Example] = {}
     for ex in candidates:
-        key = ("row", ex.row) if ex.row is not None else ("file", ex.path)
+        key = example_key(ex)
         if key not in best or SOURCE_PRIORITY[ex.source] > SOURCE_PRIORITY[best[key].source]:
             best[key] = ex
     return sorted(best.values(), key=lambda e: (e.row is None, e.row if e.row is not None else 0, e.path))
@@ -114,3 +120,19 @@ def holdout_mask(examples: list[Example], fraction: float, seed: int) -> np.ndar
         n_held = int(round(fraction * len(members)))
         held[rng.permutation(members)[:n_held]] = True
     return held
+
+
+def cap_examples(examples: list[Example], cap: int, seed: int) -> list[Example]:
+    """At most ``cap`` examples (0: no cap), in their given order: a seeded sample that keeps
+    each label's share (stratified; a label present keeps at least one example). Drawn from
+    its own stream of ``seed`` (not the holdout's)."""
+    if cap == 0 or len(examples) <= cap:
+        return examples
+    labels = np.array([e.keep for e in examples], dtype=np.int64)
+    n_keep, n_reject = int(labels.sum()), int(len(labels) - labels.sum())
+    quota_keep = int(round(cap * n_keep / len(labels)))
+    quota_keep = min(max(quota_keep, min(n_keep, 1), cap - n_reject), n_keep, cap - min(n_reject, 1))
+    rng = np.random.default_rng([seed, CAP_STREAM])
+    chosen = [rng.choice(np.nonzero(labels == value)[0], size=quota, replace=False)
+              for value, quota in ((1, quota_keep), (0, cap - quota_keep))]
+    return [examples[i] for i in np.sort(np.concatenate(chosen))]

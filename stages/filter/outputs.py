@@ -1,10 +1,7 @@
 """What the filter stage writes: the kept copies and manifests, the member checkpoints, contact sheets."""
 from __future__ import annotations
 
-import shutil
-from pathlib import Path, PurePosixPath
-
-from tqdm import tqdm
+from pathlib import Path
 
 from stages.common.io import atomic_dir, write_json, write_jsonl
 from stages.common.schema import to_dict
@@ -12,6 +9,7 @@ from stages.filter.contact import contact_sheet, note_sheet, save_sheet
 from stages.filter.ensemble import ALL_CLASSES, FilterRun
 from stages.filter.quality import ImageStats
 from stages.shared.checkpoint import write_torch
+from stages.shared.packs import member_name, packed_path, write_packs
 
 
 # --- outputs ---------------------------------------------------------------------
@@ -26,10 +24,11 @@ def _stats_summary(s: ImageStats) -> dict:
 
 def write_filtered(out: Path, rows: list[dict], reasons: list[list[str]], details: list[dict],
                    stats: list[ImageStats], probs_of: dict[int, dict]) -> tuple[list[dict], list[dict]]:
-    """Copy kept images to out/<class>/<sha256><ext>; write manifest.jsonl and rejected.jsonl."""
-    kept, rejected = [], []
+    """Pack kept images into out/<class>/<xx>.zip (stages.shared.packs, read from the raw
+    packs); write manifest.jsonl and rejected.jsonl."""
+    kept, rejected, members = [], [], []
     with atomic_dir(out) as tmp:
-        for i, row in enumerate(tqdm(rows, desc="filter: write", leave=False)):
+        for i, row in enumerate(rows):
             extra = {"phash": stats[i].phash or None}
             if reasons[i]:
                 info = {"reasons": reasons[i], "quality": _stats_summary(stats[i]), **extra}
@@ -39,11 +38,11 @@ def write_filtered(out: Path, rows: list[dict], reasons: list[list[str]], detail
                     info["filter_probs"] = probs_of[i]
                 rejected.append({**row, **info})
                 continue
-            name = f"{row['sha256']}{Path(row['path']).suffix.lower()}"
-            (tmp / row["class"]).mkdir(exist_ok=True)
-            shutil.copyfile(row["path"], tmp / row["class"] / name)
-            kept.append({**row, **extra, "path": str(PurePosixPath(out.as_posix(), row["class"], name)),
+            ext = Path(row["path"]).suffix.lower()
+            members.append((member_name(row["class"], row["sha256"], ext), row["path"]))
+            kept.append({**row, **extra, "path": packed_path(out, row["class"], row["sha256"], ext),
                          "raw_path": row["path"]})
+        write_packs(tmp, members)
         write_jsonl(tmp / "manifest.jsonl", kept)
         write_jsonl(tmp / "rejected.jsonl", rejected)
     return kept, rejected

@@ -11,13 +11,18 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from stages.common.errors import StageError
+from stages.shared.packs import open_image
 
 # What a corrupt, truncated or hostile file raises while decoding.
 DECODE_ERRORS = (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
 
 
 def load_rgb(source: str | Path | BinaryIO, size: int) -> np.ndarray:
-    """Decode an image to (size, size, 3) uint8, letterboxing to keep the aspect ratio."""
+    """Decode an image to (size, size, 3) uint8, letterboxing to keep the aspect ratio.
+    A path may name a pack member (stages.shared.packs) or a plain file."""
+    if isinstance(source, (str, Path)):
+        with open_image(source) as opened:
+            return load_rgb(opened, size)
     with Image.open(source) as img:
         # A JPEG decodes straight from its DCT at 1/2, 1/4 or 1/8 scale (Pillow's draft), kept
         # at least twice the target so the bilinear shrink below still averages: what

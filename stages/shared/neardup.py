@@ -22,6 +22,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from stages.shared.packs import open_image
 HASH_BITS = 64  # imagehash.phash with hash_size=8
 DIRECT_TABLE_BITS = 22  # chunks this narrow get a 2**bits-entry lookup table (<= 32 MiB)
 
@@ -33,7 +34,8 @@ def phash_hex(img: Image.Image) -> str:
 
 
 def phash_file(path: str | Path) -> str:
-    with Image.open(path) as img:
+    """The perceptual hash of an image file or pack member (stages.shared.packs)."""
+    with open_image(path) as opened, Image.open(opened) as img:
         return phash_hex(img.convert("RGB"))
 
 

@@ -31,6 +31,7 @@ from PIL import Image, ImageOps
 
 from stages.common.errors import StageError
 from stages.shared.images import DECODE_ERRORS
+from stages.shared.packs import open_image
 
 STORE_DIR = "full"           # data/split/full
 EVAL_CROP_RATIO = 0.875      # torchvision's Resize(256) -> CenterCrop(224)
@@ -59,7 +60,7 @@ class Store:
 def _encode(path: str, size: int) -> tuple[bytes, str]:
     """(encoded bytes, extension) of ``path`` with its shorter side at most ``size``."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as opened, Image.open(opened) as img:
             fmt = img.format
             if fmt == "JPEG":   # decode at a reduced scale when the file is much larger
                 scale = size / min(img.size)

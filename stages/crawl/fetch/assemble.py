@@ -1,5 +1,6 @@
-"""Turn a finished journal into data/raw: images by class, manifest.jsonl, failures.jsonl,
-summary.json (per search: found of requested, kept, failed).
+"""Turn a finished journal into data/raw: images packed by class (stages.shared.packs:
+<class>/<xx>.zip), manifest.jsonl, failures.jsonl, summary.json (per search: found of
+requested, kept, failed).
 
 Searches are walked in the order given (params order; a folder source's most protected
 split first) and results in page order, so which copy of a duplicate is kept does not
@@ -8,8 +9,6 @@ data/raw and swapped in (stages.io.atomic_dir): data/raw is whole or untouched.
 """
 from __future__ import annotations
 
-import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Callable
 
 from stages.common.io import atomic_dir, write_json, write_jsonl
 from stages.crawl.fetch.journal import Journal
+from stages.shared.packs import member_name, write_packs
 
 SUMMARY = "summary.json"   # per search: requested (count), found (results), kept, failures
 
@@ -25,7 +25,7 @@ SUMMARY = "summary.json"   # per search: requested (count), found (results), kep
 class Outcome:
     rows: list[dict] = field(default_factory=list)       # dataset manifest rows
     failures: list[dict] = field(default_factory=list)   # one reason each
-    blobs: list[tuple[Path, str]] = field(default_factory=list)  # (blob, path inside out dir)
+    blobs: list[tuple[Path, str]] = field(default_factory=list)  # (blob, packed name inside out dir)
     searches: list[dict] = field(default_factory=list)   # per search: requested, found, kept, ...
 
     def reasons(self) -> Counter:
@@ -65,7 +65,7 @@ def collect_outcome(journal: Journal, searches: list[tuple], engine: str,
                 outcome.failures.append({**base, "reason": f"duplicate of {kept_at[item['sha256']]}"})
                 duplicates += 1
             else:
-                name = f"{cls}/{item['sha256']}.{item['ext']}"
+                name = member_name(cls, item["sha256"], item["ext"])
                 kept_at[item["sha256"]] = (out_dir / name).as_posix()
                 outcome.blobs.append((journal.blob_path(item["sha256"], item["ext"]), name))
                 outcome.rows.append(_manifest_row(item, base, kept_at[item["sha256"]], expand))
@@ -95,16 +95,12 @@ def _manifest_row(item: dict, base: dict, path: str, expand: Callable[[str], str
 
 
 def write_raw(outcome: Outcome, out_dir: Path, classes: list[str]) -> None:
-    """Build out_dir atomically; blobs are hard-linked when they can be, else copied."""
+    """Build out_dir atomically: a folder per class holding its packs (a class that kept no
+    image has an empty folder), and the manifests."""
     with atomic_dir(out_dir) as tmp:
         for cls in classes:
             (tmp / cls).mkdir(exist_ok=True)
-        for blob, name in outcome.blobs:
-            target = tmp / name
-            try:
-                os.link(blob, target)
-            except OSError:
-                shutil.copyfile(blob, target)
+        write_packs(tmp, [(name, blob) for blob, name in outcome.blobs])
         write_jsonl(tmp / "manifest.jsonl", outcome.rows)
         write_jsonl(tmp / "failures.jsonl", outcome.failures)
         write_json(tmp / SUMMARY, {"searches": outcome.searches,

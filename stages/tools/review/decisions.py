@@ -4,21 +4,19 @@ The layout is the one ``stages.filter.labels.folder_examples`` reads:
 ``<folder>/keep/<class>/<sha256><ext>`` and ``<folder>/reject/<class>/<sha256><ext>`` (it
 walks ``keep/`` and ``reject/`` recursively and links each file to its crawled row by the
 bytes' sha256, so the class sub-folder is only there for a person browsing the folder).
-Images are copied, never hardlinked: data/raw may itself be a link into the DVC cache, and
-an edit through a link would corrupt the cache.
+A crawled image is a member of a data/raw pack (stages.shared.packs); its decision is a
+plain file holding the member's bytes, which a person can open, move or delete.
 """
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.common.io import sha256_file
+from stages.common.io import sha256_file, write_bytes
 from stages.filter.labels import IMAGE_SUFFIXES
+from stages.shared.packs import image_exists, read_bytes
 
 SIDES = ("keep", "reject")
 DECISIONS = (*SIDES, "none")     # none: take a decision back
@@ -38,7 +36,7 @@ class CrawledImage:
     """One crawled image a person can decide on."""
     sha256: str
     cls: str
-    path: Path          # the crawled file (absolute)
+    path: Path          # the crawled image (absolute): a data/raw pack member
 
 
 def check_decision(value: object) -> str:
@@ -69,15 +67,9 @@ def class_folder_name(cls: str) -> str:
 
 
 def copy_atomically(source: Path, target: Path) -> None:
-    """Copy to a temp file beside ``target``, then rename: the filter never reads half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    """Write ``source``'s bytes (a pack member or a file) beside ``target``, then rename: the
+    filter never reads half a file."""
+    write_bytes(target, read_bytes(source))
 
 
 def index_folder(folder: Path) -> dict[str, dict[str, list[Path]]]:
@@ -139,7 +131,7 @@ class LabelFolder:
         """Where the decision goes, after refusing anything that would read or write outside."""
         if not inside(self.crawl_dir, image.path):
             raise ReviewError(f"{image.path}: not an image of the crawl in {self.crawl_dir}", status=403)
-        if not image.path.is_file():
+        if not image_exists(image.path):
             raise ReviewError(f"{image.path}: the crawled file is gone (crawl again?)", status=404)
         name = label_name(image)
         if decision == "none":

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from stages.tools.review.decisions import ReviewError
@@ -63,13 +63,13 @@ def routes_for(session: ReviewSession) -> APIRouter:
             raise refused(err) from None
 
     @router.get("/api/image/{item_id}")
-    def image(item_id: str) -> FileResponse:
+    def image(item_id: str) -> Response:
         try:
-            path = session.image(item_id)
+            data, suffix = session.image(item_id)   # a pack member: bytes, not a file to send
         except ReviewError as err:
             raise refused(err) from None
-        return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream"),
-                            headers={"Cache-Control": "private, max-age=3600"})
+        return Response(data, media_type=MEDIA_TYPES.get(suffix, "application/octet-stream"),
+                        headers={"Cache-Control": "private, max-age=3600"})
 
     @router.post("/api/decisions")
     async def decide(request: Request) -> dict:

@@ -12,6 +12,7 @@ from stages.common.errors import StageError
 from stages.common.io import read_jsonl
 from stages.filter.ensemble import FILTER_PREFIX
 from stages.shared.manifest import read_manifest
+from stages.shared.packs import read_bytes
 from stages.shared.runtime import pick_device
 from stages.tools.review.decisions import (
     SHA256,
@@ -120,14 +121,18 @@ class ReviewSession:
                 for row in rejected}
 
     # --- what the page does ----------------------------------------------------------
-    def image(self, item_id: str) -> Path:
-        """The crawled file of ``item_id`` (its sha256), refused when the manifest points outside the crawl."""
+    def image(self, item_id: str) -> tuple[bytes, str]:
+        """(bytes, file suffix) of ``item_id``'s crawled image (its sha256, a data/raw pack member),
+        refused when the manifest points outside the crawl."""
         image = self._crawled(item_id)
         if not inside(self.crawl_dir, image.path):
             raise ReviewError(f"{item_id}: the manifest points outside the crawl folder", status=403)
-        if not image.path.is_file():
-            raise ReviewError(f"{item_id}: the crawled file is gone (crawl again?)", status=404)
-        return image.path
+        try:
+            return read_bytes(image.path), image.path.suffix.lower()
+        except FileNotFoundError:
+            raise ReviewError(f"{item_id}: the crawled file is gone (crawl again?)", status=404) from None
+        except OSError as err:    # a damaged pack: say so, keep serving
+            raise ReviewError(f"{item_id}: cannot read the crawled image ({err.strerror or err})", status=500) from None
 
     def decide(self, item_id: object, decision: object) -> dict:
         written = self.labels.decide(self._crawled(item_id), decision)

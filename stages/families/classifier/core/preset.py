@@ -36,6 +36,7 @@ from stages.families.classifier.core.backbones import ARCHS
 from stages.shared.checkpoint import load_checkpoint
 from stages.shared.images import DECODE_ERRORS, load_rgb
 from stages.shared.nets import to_float
+from stages.shared.packs import open_image, split_packed
 from stages.shared.store import EVAL_CROP_RATIO, eval_image
 
 MAX_PIXELS = 40_000_000   # the crawl's default (crawl.max_pixels): a bigger header is refused unread
@@ -126,7 +127,12 @@ def _three_floats(values) -> bool:
 def _rewindable(source: ImageSource) -> tuple[str | Path | BinaryIO, str]:
     """(something Image.open reads twice, from offset 0, and its name for errors)."""
     if isinstance(source, (str, Path)):
-        return source, str(source)
+        if split_packed(source) is None:
+            return source, str(source)
+        try:     # a pack member (data/raw/<class>/<xx>.zip/<sha256>.<ext>, as manifests name it)
+            return open_image(source), str(source)
+        except FileNotFoundError:
+            raise StageError(f"{source}: no such image file") from None
     if isinstance(source, (bytes, bytearray, memoryview)):
         return io.BytesIO(bytes(source)), "image"
     name = str(getattr(source, "name", "image"))
